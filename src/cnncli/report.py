@@ -1,0 +1,83 @@
+"""The only printer: rich output on a terminal, plain JSON for scripts.
+
+Results and JSON go to stdout; progress, logs and errors go to stderr. Colour only
+when the stream is a terminal and ``NO_COLOR`` is unset (https://no-color.org).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from cnncli.errors import CnnCliError
+
+
+def _color_ok(stream) -> bool:
+    return "NO_COLOR" not in os.environ and stream.isatty()
+
+
+def stdout_console() -> Console:
+    """A console on stdout: styled on a terminal, plain (no ANSI codes) when piped."""
+    on_tty = _color_ok(sys.stdout)
+    return Console(
+        file=sys.stdout,
+        no_color=not on_tty,
+        force_terminal=on_tty,
+        highlight=False,
+        soft_wrap=not sys.stdout.isatty(),
+        width=None if sys.stdout.isatty() else 200,
+    )
+
+
+def stderr_console() -> Console:
+    """A console on stderr for progress, warnings and errors."""
+    on_tty = _color_ok(sys.stderr)
+    return Console(file=sys.stderr, no_color=not on_tty, highlight=False, stderr=True)
+
+
+def is_interactive() -> bool:
+    """True when stdout is a terminal (human output), False when piped (JSON lines)."""
+    return sys.stdout.isatty()
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Make dataclasses, tuples, numpy scalars and arrays JSON-serializable."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None  # JSON has no NaN/inf; null is what parsers accept
+    if hasattr(obj, "tolist"):  # numpy / jax arrays and scalars
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "__fspath__"):
+        return os.fspath(obj)
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on one line of stdout, flushed (safe to pipe into ``jq``)."""
+    sys.stdout.write(json.dumps(to_jsonable(obj), sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_error(err: CnnCliError) -> None:
+    """An error message on stderr: ``error: ...`` and its hint, no traceback."""
+    console = stderr_console()
+    console.print(f"[bold red]error:[/] {escape(err.message)}", markup=True, highlight=False, soft_wrap=True)
+    if err.hint:
+        console.print(f"  [dim]hint:[/] {escape(err.hint)}", markup=True, highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr."""
+    stderr_console().print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
