@@ -84,6 +84,14 @@ except ImportError:  # pragma: no cover
         raise CnnCliError("`cnncli inspect-filters` is not yet available in this version")
 
 
+try:
+    from cnncli.cli_data import data_app
+
+    app.add_typer(data_app, name="data")
+except ImportError:  # pragma: no cover - until the data issue lands
+    pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning user errors into messages and exit codes."""
     try:

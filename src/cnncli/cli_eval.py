@@ -1,0 +1,112 @@
+"""``cnncli eval`` and ``cnncli predict``: the command functions (heavy imports inside)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+RunArg = Annotated[Path, typer.Argument(help="Run directory made by `cnncli train` (or a checkpoint inside it).", show_default=False)]
+CheckpointOpt = Annotated[
+    str, typer.Option("--checkpoint", "-c", help="Which checkpoint: latest, best (highest eval accuracy) or a step number.")
+]
+EmaOpt = Annotated[bool, typer.Option("--ema", help="Use the EMA weights (runs trained with train.ema_decay).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+
+
+def checkpoint_arg(text: str) -> str | int:
+    """``latest``/``best``/a step number; anything else is a usage error (exit 2)."""
+    from cnncli.errors import UsageError
+
+    text = text.strip().lower()
+    if text in ("latest", "best"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"--checkpoint {text!r}: expected latest, best or a step number", hint="e.g. --checkpoint 220")
+
+
+def eval_run(
+    run: RunArg,
+    checkpoint: CheckpointOpt = "latest",
+    split: Annotated[str | None, typer.Option("--split", help="Split to evaluate. Default: the recipe's data.eval_split.")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="Another data source with the same input shape and classes, e.g. npz:new.npz."),
+    ] = None,
+    worst: Annotated[int, typer.Option("--worst", help="Also draw the N most confidently wrong examples (worst.png).", min=0)] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for confusion.png and worst.png. Default: RUN/eval/<split>.")
+    ] = None,
+    ema: EmaOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a trained run: accuracy, top-5, loss, per-class precision/recall/F1, confusion, calibration.
+
+    The model is rebuilt from the run's saved recipe; no Python needed. Evaluating the
+    final checkpoint on the recipe's split reproduces the eval accuracy training logged.
+    Writes confusion.png (and worst.png with --worst) to RUN/eval/<split>/ or --out.
+
+    **ECE** is the expected calibration error over 15 equal-width confidence bins: the
+    gap between how sure the model is and how often it is right. **throughput** counts
+    images per second of inference, compilation excluded.
+
+    Examples:
+
+      cnncli eval runs/quickstart
+
+      cnncli eval runs/quickstart --checkpoint best --worst 16
+
+      cnncli eval runs/quickstart --source npz:my_digits.npz --split test
+
+      cnncli eval runs/quickstart --json | jq .accuracy
+    """
+    from cnncli import images
+    from cnncli.evaluate import evaluate_split, load_eval_split
+    from cnncli.report_eval import print_eval
+    from cnncli.runs import load_run
+
+    loaded = load_run(run, checkpoint_arg(checkpoint), ema=ema)
+    data, split_name, source_name, warnings = load_eval_split(loaded, split, source)
+    result = evaluate_split(loaded, data, split=split_name, source=source_name, worst=worst, warnings=warnings)
+    out_dir = out if out is not None else loaded.workdir / "eval" / _slug(source_name, loaded, split_name)
+    pngs = images.write_eval_pngs(result, data.x, loaded.data.get("value_range") or (0, 255), out_dir)
+    print_eval(result, pngs, json_out=json_out)
+
+
+def _slug(source: str, run, split: str) -> str:
+    """``test`` for the run's own source; ``<source name>-test`` for another source."""
+    if source == run.recipe.data.source:
+        return split
+    name = Path(source.partition(":")[2] or source).stem or source
+    return f"{''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in name)}-{split}"
+
+
+def predict(
+    run: RunArg,
+    inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays (raw values, the run's input shape).", show_default=False)],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many classes to show per input.", min=1)] = 5,
+    checkpoint: CheckpointOpt = "latest",
+    ema: EmaOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify images or arrays with a trained run: the top classes and their probabilities.
+
+    Images are converted to the run's channels (grayscale or RGB) and size, and their
+    0..255 pixels mapped onto the raw value range the run trained on (0..16 for the
+    digits). A .npy file holds raw values: one example, or a batch (N, ...).
+
+    Examples:
+
+      cnncli predict runs/quickstart my_digit.png
+
+      cnncli predict runs/quickstart batch.npy --top-k 3 --json
+    """
+    from cnncli.evaluate import predict_files
+    from cnncli.report_eval import print_predictions
+    from cnncli.runs import load_run
+
+    loaded = load_run(run, checkpoint_arg(checkpoint), ema=ema)
+    preds = predict_files(loaded, list(inputs), top_k=top_k)
+    print_predictions(preds, checkpoint_step=loaded.step, json_out=json_out)

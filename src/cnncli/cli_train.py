@@ -1,0 +1,87 @@
+"""``cnncli train``: the command function (heavy imports happen inside it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe file (.toml or .yaml).", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe key: KEY.PATH=VALUE (repeatable), e.g. --set train.epochs=3."),
+]
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workdir", "-w",
+        help="Run directory. Default: runs/<recipe name> (numbered if taken). An existing run "
+        "directory with checkpoints is resumed from its newest checkpoint.",
+    ),
+]  # fmt: skip
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="One JSON object per epoch and a final summary on stdout (default when piped)."),
+]
+
+
+def train(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    workdir: WorkdirOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved recipe, layer table, schedule and cost; train nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+    allow_recipe_change: Annotated[
+        bool, typer.Option("--allow-recipe-change", help="Resume even if the recipe changed in a field that alters training.")
+    ] = False,
+) -> None:
+    """Train a CNN from a recipe and leave a run directory.
+
+    The run directory holds the recipe (as given and resolved), metrics.jsonl,
+    summary.json, curves.png and orbax checkpoints (latest and best), which `cnncli
+    eval` and `cnncli inspect-filters` read.
+
+    **images_per_second** counts training images per second of training time: the
+    first step's compilation and all evaluation are excluded (compile time is reported
+    separately as compile_seconds).
+
+    Examples:
+
+      cnncli train recipes/quickstart.toml
+
+      cnncli train recipes/quickstart.toml --set train.epochs=3 --set optimizer.learning_rate=0.01
+
+      cnncli train recipes/quickstart.toml --dry-run
+
+      cnncli train recipes/quickstart.toml --json | jq .eval_accuracy
+    """
+    from cnncli import report, rundir
+    from cnncli.recipe import load_recipe
+
+    overrides = list(set_ or [])
+    loaded = load_recipe(recipe, overrides)
+    if dry_run:
+        from cnncli.dryrun import dry_run as show
+
+        show(loaded, json_out=json_out or not report.is_interactive())
+        return
+    from cnncli.train import fit
+
+    target = workdir if workdir is not None else rundir.default_workdir(recipe)
+    reporter = _reporter(json_out or not report.is_interactive())
+    try:
+        fit(
+            loaded, target, recipe_text=recipe.read_text(), recipe_suffix=recipe.suffix.lower(),
+            on_event=reporter, allow_recipe_change=allow_recipe_change,
+        )  # fmt: skip
+    finally:
+        reporter.close()
+
+
+def _reporter(json_mode: bool):
+    from cnncli.report_train import JsonReporter, RichReporter
+
+    return JsonReporter() if json_mode else RichReporter()

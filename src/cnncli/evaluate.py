@@ -1,0 +1,455 @@
+"""What a trained model gets right: metrics of a checkpoint on a split, and predictions.
+
+`evaluate_run` reads a split (the recipe's evaluation split by default, or another
+split or data source with the same input shape and classes), runs jitted batched
+inference with one fixed batch size (the last batch padded, so it compiles once)
+and returns an `EvalResult` of plain data. It computes logits exactly as training's
+evaluation does (`cnncli.steps.make_logits_fn`, the same batch size), so evaluating
+the final checkpoint reproduces the ``eval_accuracy`` the run logged.
+
+`classification_metrics` is the pure-numpy core (logits and labels in, metrics out)
+that tests check on hand-built cases. `predict_files` classifies PNG/JPEG/``.npy``
+inputs for ``cnncli predict``. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnncli.errors import DataError, UsageError
+
+ECE_BINS = 15  # equal-width confidence bins (Guo et al. 2017, "On Calibration of Modern Neural Networks")
+TOP_K = 5
+
+
+@dataclass
+class ClassMetrics:
+    """One class, one-vs-rest.
+
+    ``accuracy`` is the fraction of the class's examples classified correctly (the
+    per-class accuracy of torchmetrics and most papers; equal to ``recall``).
+    Precision is None when the model never predicts the class; recall, F1 and
+    accuracy are None when the split has no example of it.
+    """
+
+    name: str
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    accuracy: float | None
+    support: int  # examples of this class in the split
+    predicted: int  # examples predicted as this class
+
+
+@dataclass
+class CalibrationBin:
+    """One confidence bin of the reliability diagram: ``(lo, hi]``."""
+
+    lo: float
+    hi: float
+    count: int
+    confidence: float | None  # mean max-probability in the bin
+    accuracy: float | None
+
+
+@dataclass
+class Mistake:
+    """A wrongly classified example: its index in the split, labels and probabilities."""
+
+    index: int
+    true: int
+    predicted: int
+    confidence: float  # probability of the predicted class
+    true_probability: float
+
+
+@dataclass
+class Metrics:
+    """Classification metrics of logits against labels (see `classification_metrics`)."""
+
+    accuracy: float
+    loss: float  # mean softmax cross-entropy, nats
+    num_examples: int
+    top5_accuracy: float | None  # None when there are 5 classes or fewer
+    per_class: list[ClassMetrics]
+    confusion: list[list[int]]  # [true][predicted] counts
+    ece: float  # expected calibration error over ECE_BINS bins
+    calibration: list[CalibrationBin]
+
+
+@dataclass
+class EvalResult(Metrics):
+    """`Metrics` of one checkpoint on one split, with where they came from and how fast."""
+
+    checkpoint_step: int = 0
+    weights: str = "raw"  # "raw" or "ema"
+    split: str = ""
+    source: str = ""
+    class_names: list[str] = field(default_factory=list)
+    throughput: float = 0.0  # images per second of inference, compilation excluded
+    seconds: float = 0.0  # inference wall time, compilation excluded
+    compile_seconds: float = 0.0
+    batch_size: int = 0
+    workdir: str = ""
+    worst: list[Mistake] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-example softmax cross-entropy in float64: ``logsumexp(z) - z[y]``."""
+    z = np.asarray(logits, np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    lse = (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))[:, 0]
+    return lse - z[np.arange(len(labels)), labels]
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS):
+    """ECE: ``sum_b (n_b / N) * |accuracy_b - confidence_b|`` over equal-width bins.
+
+    Confidence is the max probability; bin ``b`` holds confidences in
+    ``(b / bins, (b + 1) / bins]`` (a confidence of exactly 0 goes to the first bin).
+
+    Returns:
+        ``(ece, [CalibrationBin, ...])``.
+    """
+    conf = probs.max(axis=-1)
+    correct = probs.argmax(axis=-1) == labels
+    idx = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    n = max(len(labels), 1)
+    ece, table = 0.0, []
+    for b in range(bins):
+        sel = idx == b
+        count = int(sel.sum())
+        acc = float(correct[sel].mean()) if count else None
+        mean_conf = float(conf[sel].mean()) if count else None
+        if count:
+            ece += count / n * abs(acc - mean_conf)
+        table.append(CalibrationBin(b / bins, (b + 1) / bins, count, mean_conf, acc))
+    return float(ece), table
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den else None
+
+
+def per_class_metrics(confusion: np.ndarray, class_names: list[str]) -> list[ClassMetrics]:
+    """Precision, recall, F1 and accuracy of each class from a ``[true][pred]`` confusion matrix."""
+    rows = []
+    for c, name in enumerate(class_names):
+        tp = int(confusion[c, c])
+        support, predicted = int(confusion[c].sum()), int(confusion[:, c].sum())
+        precision, recall = _ratio(tp, predicted), _ratio(tp, support)
+        if precision is None or recall is None:
+            f1 = None if recall is None else 0.0
+        else:
+            f1 = _ratio(2 * precision * recall, precision + recall) or 0.0
+        rows.append(ClassMetrics(name, precision, recall, f1, recall, support, predicted))
+    return rows
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> Metrics:
+    """All metrics of ``logits (N, K)`` against ``labels (N,)``.
+
+    Args:
+        logits: unnormalized scores, one row per example.
+        labels: int class ids in ``[0, K)``.
+        class_names: K names, in class-id order.
+    """
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels, np.int64)
+    k = logits.shape[-1]
+    n = len(labels)
+    pred = logits.argmax(axis=-1)
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    top5 = None
+    if k > TOP_K:
+        top = np.argsort(-logits, axis=-1, kind="stable")[:, :TOP_K]
+        top5 = float((top == labels[:, None]).any(axis=-1).mean()) if n else 0.0
+    ece, bins = expected_calibration_error(softmax(logits), labels)
+    return Metrics(
+        accuracy=float((pred == labels).mean()) if n else 0.0,
+        loss=float(cross_entropy(logits, labels).mean()) if n else 0.0,
+        num_examples=n, top5_accuracy=top5,
+        per_class=per_class_metrics(confusion, class_names),
+        confusion=confusion.tolist(), ece=ece, calibration=bins,
+    )  # fmt: skip
+
+
+def most_confidently_wrong(logits: np.ndarray, labels: np.ndarray, n: int) -> list[Mistake]:
+    """The ``n`` mistakes with the highest predicted-class probability, most confident first."""
+    probs = softmax(logits)
+    pred = probs.argmax(axis=-1)
+    wrong = np.flatnonzero(pred != labels)
+    conf = probs[wrong, pred[wrong]]
+    order = wrong[np.argsort(-conf, kind="stable")][:n]
+    return [Mistake(int(i), int(labels[i]), int(pred[i]), float(probs[i, pred[i]]), float(probs[i, labels[i]]))
+            for i in order]  # fmt: skip
+
+
+# ------------------------------------------------------------------ inference
+class Predictor:
+    """Jitted batched inference of a loaded run: raw inputs in, float32 logits out.
+
+    One fixed batch size, the last batch padded, so the function compiles once
+    (ahead of time, timed separately from inference).
+    """
+
+    def __init__(self, run, batch_size: int):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from cnncli.steps import StepConfig, make_logits_fn
+
+        self.batch_size = int(batch_size)
+        graphdef, self.params, self.rest = nnx.split(run.model, nnx.Param, ...)
+        cfg = StepConfig(
+            num_classes=run.num_classes, mean=tuple(run.data["mean"]), std=tuple(run.data["std"]),
+            batch_size=self.batch_size,
+            compute_dtype=jnp.bfloat16 if run.recipe.train.precision == "bf16" else jnp.float32,
+        )  # fmt: skip
+        self._fn = make_logits_fn(graphdef, cfg)
+        self._compiled: dict[Any, Any] = {}
+        self.compile_seconds = 0.0
+        self._jax = jax
+
+    def _compiled_for(self, x: np.ndarray):
+        key = (x.dtype.str, x.shape[1:])
+        if key not in self._compiled:
+            t0 = time.perf_counter()
+            spec = self._jax.ShapeDtypeStruct((self.batch_size, *x.shape[1:]), x.dtype)
+            self._compiled[key] = self._fn.lower(self.params, self.rest, spec).compile()
+            self.compile_seconds += time.perf_counter() - t0
+        return self._compiled[key]
+
+    def logits(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """Logits of ``x (N, *input_shape)`` and the inference seconds (compilation excluded)."""
+        from cnncli.steps import batches, pad_batch
+
+        fn = self._compiled_for(x)
+        out, seconds = [], 0.0
+        dummy_y = np.zeros(len(x), np.int32)
+        for start, stop in batches(len(x), self.batch_size):
+            xb, _, mask = pad_batch(x[start:stop], dummy_y[start:stop], self.batch_size)
+            t0 = time.perf_counter()
+            logits = np.asarray(self._jax.device_get(fn(self.params, self.rest, xb)))
+            seconds += time.perf_counter() - t0
+            out.append(logits[mask])
+        return np.concatenate(out), seconds
+
+
+def eval_batch_size(run, n: int) -> int:
+    """The batch size training's evaluation used: same shapes, same numbers."""
+    return min(run.recipe.data.eval_batch_size, max(n, 1))
+
+
+# ---------------------------------------------------------------- data access
+def load_eval_split(run, split: str | None = None, source: str | None = None):
+    """Load a split for a run, checking it matches the run's input shape and classes.
+
+    Args:
+        run: a `cnncli.runs.LoadedRun`.
+        split: split name; default the recipe's ``data.eval_split``.
+        source: data source (``digits``, ``npz:PATH``, ...); default the recipe's.
+
+    Returns:
+        ``(Split, split_name, source, warnings)``.
+
+    Raises:
+        DataError: the source's images or classes do not fit the run.
+    """
+    from cnncli.data import load_split
+
+    cfg = run.recipe.data
+    split = split or cfg.eval_split
+    source = source or cfg.source
+    if source != cfg.source:
+        cfg = cfg.model_copy(update={"source": source})
+    data, names, value_range = load_split(source, split, cfg)
+    where = f"{source} [{split}]"
+    shape = tuple(data.x.shape[1:])
+    if shape != run.input_shape:
+        raise DataError(
+            f"{where}: examples have shape {_shape(shape)} but the run {run.workdir} was trained on {_shape(run.input_shape)}",
+            hint="evaluate on data with the same input shape (height x width x channels)",
+        )
+    check_classes(run, names, data.y, where)
+    warnings = []
+    trained = tuple(run.data.get("value_range") or ())
+    if trained and tuple(map(float, value_range)) != tuple(map(float, trained)):
+        warnings.append(
+            f"{where}: raw values range over {list(value_range)} but the run trained on {list(trained)}; "
+            "the model normalizes with its training statistics, so results may be off"
+        )
+    return data, split, source, warnings
+
+
+def check_classes(run, names: list[str], labels: np.ndarray, where: str) -> None:
+    """Labels must index the run's classes; explicit class names must agree with its names."""
+    trained = run.class_names
+    if labels.size and int(labels.max()) >= run.num_classes:
+        raise DataError(
+            f"{where}: labels go up to {int(labels.max())} but the run has {run.num_classes} classes",
+            hint="evaluate on data labelled with the run's classes: " + ", ".join(trained[:12]),
+        )
+    numeric = [str(i) for i in range(len(names))]
+    if names != numeric and names != trained[: len(names)]:
+        raise DataError(
+            f"{where}: class names {names[:6]}{'...' if len(names) > 6 else ''} differ from the run's "
+            f"{trained[:6]}{'...' if len(trained) > 6 else ''}",
+            hint="the data must have the same classes, in the same order, as the training data",
+        )
+
+
+def _shape(shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def evaluate_run(run, *, split: str | None = None, source: str | None = None, worst: int = 0) -> EvalResult:
+    """Evaluate a loaded run on a split.
+
+    Args:
+        run: a `cnncli.runs.LoadedRun` (``load_run(path, checkpoint)``).
+        split: split name; default the recipe's evaluation split.
+        source: another data source with the same input shape and classes.
+        worst: also return this many most confidently wrong examples.
+    """
+    data, split, source, warnings = load_eval_split(run, split, source)
+    return evaluate_split(run, data, split=split, source=source, worst=worst, warnings=warnings)
+
+
+def evaluate_split(run, data, *, split: str, source: str, worst: int = 0, warnings: list[str] | None = None) -> EvalResult:
+    """Evaluate a loaded run on loaded data (a `cnncli.data.Split` checked by `load_eval_split`)."""
+    n = int(data.x.shape[0])
+    if n == 0:
+        raise DataError(f"{source} [{split}] has no examples")
+    if worst < 0:
+        raise UsageError(f"--worst {worst}: must be 0 or more")
+    predictor = Predictor(run, eval_batch_size(run, n))
+    logits, seconds = predictor.logits(data.x)
+    metrics = classification_metrics(logits, data.y, run.class_names)
+    return EvalResult(
+        **vars(metrics), checkpoint_step=run.step, weights=run.weights, split=split, source=source,
+        class_names=run.class_names, throughput=n / seconds if seconds > 0 else 0.0, seconds=seconds,
+        compile_seconds=predictor.compile_seconds, batch_size=predictor.batch_size, workdir=str(run.workdir),
+        worst=most_confidently_wrong(logits, data.y, worst) if worst else [], warnings=list(warnings or []),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------- predict
+@dataclass
+class Prediction:
+    """The top classes for one input."""
+
+    input: str
+    top: list[dict]  # [{"class": name, "index": i, "probability": p}, ...]
+    note: str | None = None  # e.g. "resized from 28x28"
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def load_inputs(run, paths: list[str | Path]) -> tuple[np.ndarray, list[str], list[str | None]]:
+    """Read PNG/JPEG images or ``.npy`` arrays as raw inputs of the run's shape.
+
+    Images are converted to the run's channels (L or RGB), resized to its spatial size
+    if needed, and their 0..255 pixels mapped linearly onto the run's raw value range
+    (e.g. 0..16 for the digits). A ``.npy`` holds raw values already: one example
+    ``input_shape`` (the channel axis may be left out when there is one channel) or a
+    batch ``(N, *input_shape)``.
+
+    Returns:
+        ``(x (N, *input_shape) float32, names, notes)``.
+    """
+    xs, names, notes = [], [], []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise DataError(f"input file not found: {path}")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            batch = _load_npy(run, path)
+            xs.extend(batch)
+            names.extend([str(path)] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))])
+            notes.extend([None] * len(batch))
+        elif suffix in IMAGE_SUFFIXES:
+            x, note = _load_image(run, path)
+            xs.append(x)
+            names.append(str(path))
+            notes.append(note)
+        else:
+            raise UsageError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}", hint="give .png, .jpg or .npy files")
+    return np.stack(xs).astype(np.float32), names, notes
+
+
+def _load_npy(run, path: Path) -> list[np.ndarray]:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise DataError(f"{path}: cannot read as .npy: {err}") from None
+    shape = run.input_shape
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"{path}: dtype {arr.dtype} is not numeric")
+    if arr.shape == shape[:-1] and shape[-1] == 1:
+        arr = arr[..., None]
+    if arr.shape == shape:
+        return [arr.astype(np.float32)]
+    if arr.shape[1:] == shape[:-1] and shape[-1] == 1:
+        arr = arr[..., None]
+    if arr.shape[1:] == shape:
+        return list(arr.astype(np.float32))
+    raise DataError(
+        f"{path}: array shape {_shape(arr.shape)} does not fit the run's input {_shape(shape)}",
+        hint=f"save one example of shape {shape} or a batch of shape (N, {', '.join(map(str, shape))})",
+    )
+
+
+def _load_image(run, path: Path) -> tuple[np.ndarray, str | None]:
+    from PIL import Image
+
+    shape = run.input_shape
+    if len(shape) != 3 or shape[-1] not in (1, 3):
+        raise DataError(f"{path}: this run's inputs are {_shape(shape)}, not images", hint="pass a .npy array instead")
+    try:
+        img = Image.open(path)
+        img = img.convert("L" if shape[-1] == 1 else "RGB")
+    except Exception as err:
+        raise DataError(f"{path}: cannot read as an image: {err}") from None
+    note = None
+    h, w = shape[0], shape[1]
+    if img.size != (w, h):
+        note = f"resized from {img.size[1]}x{img.size[0]} to {h}x{w}"
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
+    pixels = np.asarray(img, np.float32).reshape(h, w, shape[-1])
+    lo, hi = (run.data.get("value_range") or (0.0, 255.0))[:2]
+    return lo + pixels / 255.0 * (hi - lo), note
+
+
+def predict_files(run, paths: list[str | Path], top_k: int = 5) -> list[Prediction]:
+    """Top-k classes with probabilities for each input file (see `load_inputs`)."""
+    if top_k < 1:
+        raise UsageError(f"--top-k {top_k}: must be at least 1")
+    x, names, notes = load_inputs(run, paths)
+    predictor = Predictor(run, eval_batch_size(run, len(x)))
+    logits, _ = predictor.logits(x)
+    probs = softmax(logits)
+    out = []
+    for name, note, p in zip(names, notes, probs):
+        order = np.argsort(-p, kind="stable")[: min(top_k, len(p))]
+        top = [{"class": run.class_names[i], "index": int(i), "probability": float(p[i])} for i in order]
+        out.append(Prediction(name, top, note))
+    return out

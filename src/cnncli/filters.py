@@ -1,0 +1,359 @@
+"""What a trained network learned: its conv filters, their health, and what excites them.
+
+Everything here reads a `cnncli.runs.LoadedRun` and returns plain dataclasses;
+`cnncli.images` draws them and `cnncli.report_eval` prints them.
+
+- `conv_layers` / `find_conv`: every conv with the names the recipe's layer table
+  uses (``conv1``, ``resblock1.conv2``).
+- `filter_grid`: a layer's kernels scaled to [0, 1] for display, mid-gray = 0, per
+  filter or on one shared scale.
+- `filter_health`: per filter L2 norm, mean, std, the fraction of a validation batch
+  on which its ReLU is dead, and its most similar other filter (cosine); flags dead,
+  near-zero and near-duplicate filters; with the step-0 kernel, how far it moved.
+- `feature_maps`, `top_patches`, `rf_box`: activations for one input, the input
+  patches that most excite each filter, and the receptive-field box of a position
+  (sizes from `cnncli.geometry`, so they agree with ``conv-arith``).
+
+A filter's *response* is its channel after the activation that follows the conv
+(skipping ``bn``/``dropout`` in between): ``conv1 -> bn1 -> relu1`` responds at
+``relu1``. Feature maps, dead fractions and patches are read there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from cnncli.errors import UsageError, unknown_choice
+
+NEAR_ZERO_RATIO = 0.01  # L2 norm below 1% of the layer's median filter norm
+DUPLICATE_COSINE = 0.95  # cosine similarity above which two filters are near-duplicates
+DEAD_FRACTION = 0.99  # dead: the ReLU output is 0 everywhere on >= 99% of the batch's examples
+DEAD_ACTIVATIONS = ("relu", "relu6")  # activations whose zero output means "dead"
+
+
+@dataclass
+class ConvInfo:
+    """One conv (or tconv) of a model."""
+
+    name: str  # "conv1", "resblock1.conv2"
+    kind: str  # "conv" | "tconv"
+    kernel_size: tuple[int, ...]
+    in_channels: int
+    filters: int
+    groups: int
+    kernel_shape: tuple[int, ...]  # (*kernel_size, in_channels / groups, filters)
+    params: int
+    top_level: bool  # a layer of the recipe's list (feature maps and patches need one)
+    response: str | None  # the top-level layer where its response is read, or None
+
+
+def conv_layers(run) -> list[ConvInfo]:
+    """Every conv of a loaded run's model, in layer order."""
+    from flax import nnx
+
+    from cnncli.layers import Activation, Dropout, Norm
+
+    specs, names = list(run.specs), list(run.model.layer_names)
+    out = []
+    for name, module in run.model.conv_layers():
+        kernel = module.kernel[...]
+        groups = int(getattr(module, "feature_group_count", 1) or 1)
+        kind = "tconv" if isinstance(module, nnx.ConvTranspose) else "conv"
+        response = None
+        if name in names:
+            i = names.index(name)
+            j = i + 1
+            while j < len(specs) and isinstance(specs[j], (Norm, Dropout)):
+                j += 1
+            response = names[j] if j < len(specs) and isinstance(specs[j], Activation) else name
+        out.append(ConvInfo(
+            name=name, kind=kind, kernel_size=tuple(kernel.shape[:-2]), in_channels=int(kernel.shape[-2]) * groups,
+            filters=int(kernel.shape[-1]), groups=groups, kernel_shape=tuple(kernel.shape),
+            params=int(kernel.size) + (int(module.bias.shape[0]) if module.bias is not None else 0),
+            top_level=name in names, response=response,
+        ))  # fmt: skip
+    return out
+
+
+def find_conv(run, name: str | None) -> tuple[ConvInfo, np.ndarray]:
+    """A conv by name (default: the first) and its kernel ``(*k, cin/g, filters)``.
+
+    Raises:
+        UsageError: the model has no conv, or ``name`` is not one (lists the valid names).
+    """
+    layers = conv_layers(run)
+    if not layers:
+        raise UsageError(f"the model of {run.workdir} has no conv layers", hint="inspect-filters shows conv kernels")
+    if name is None:
+        info = layers[0]
+    else:
+        match = [c for c in layers if c.name == name]
+        if not match:
+            raise UsageError(unknown_choice("conv layer", name, [c.name for c in layers]), hint="see them with --list")
+        info = match[0]
+    module = dict(run.model.conv_layers())[info.name]
+    return info, np.asarray(module.kernel[...], np.float32)
+
+
+# ------------------------------------------------------------------ the grid
+@dataclass
+class FilterGrid:
+    """A layer's kernels ready to draw.
+
+    Attributes:
+        values: ``(F, C, *kernel_size, B)`` in [0, 1], 0.5 = a zero weight; ``B`` is 3
+            for an RGB first layer (then ``C`` is 1), else 1 (one tile per channel).
+        scale: ``"filter"`` (each filter scaled by its own max |w|) or ``"shared"``.
+        max_abs: the |w| that maps to 0 or 1, per shown filter.
+    """
+
+    layer: str
+    kernel_shape: tuple[int, ...]
+    values: np.ndarray
+    rgb: bool
+    scale: str
+    max_abs: list[float]
+    total_filters: int
+    total_channels: int
+
+
+def filter_grid(kernel: np.ndarray, *, layer: str = "", shared: bool = False, rgb: bool | None = None,
+                max_filters: int = 64, max_channels: int = 16) -> FilterGrid:  # fmt: skip
+    """Scale a kernel ``(*k, cin, F)`` to [0, 1] per filter (or on one shared scale).
+
+    Args:
+        kernel: the kernel as Flax stores it.
+        shared: one scale for the whole layer (compare filters' strengths) instead of
+            each filter's own (see each filter's shape).
+        rgb: draw the 3 input channels as one colour tile; default when ``cin == 3``.
+        max_filters, max_channels: show at most this many.
+    """
+    kernel = np.asarray(kernel, np.float32)
+    cin, nf = kernel.shape[-2], kernel.shape[-1]
+    rgb = cin == 3 if rgb is None else rgb
+    w = np.moveaxis(kernel, (-1, -2), (0, 1))[:max_filters]  # (F, cin, *k)
+    if not rgb:
+        w = w[:, :max_channels]
+    flat = np.abs(w.reshape(len(w), -1))
+    scale = np.full(len(w), flat.max() if flat.size else 0.0) if shared else flat.max(axis=1)
+    safe = np.where(scale > 0, scale, 1.0)
+    values = 0.5 + 0.5 * w / safe.reshape(-1, *([1] * (w.ndim - 1)))
+    values = np.moveaxis(values, 1, -1)[:, None] if rgb else values[..., None]
+    return FilterGrid(layer, tuple(kernel.shape), values.astype(np.float32), rgb, "shared" if shared else "filter",
+                      [float(s) for s in scale], nf, cin)  # fmt: skip
+
+
+# ---------------------------------------------------------------- the health
+@dataclass
+class FilterStat:
+    """One filter's statistics (see `filter_health`)."""
+
+    index: int
+    l2: float
+    mean: float
+    std: float
+    dead_fraction: float | None  # of the validation batch; None without a ReLU response
+    nearest: int | None  # most similar other filter by cosine
+    cosine: float | None
+    flags: list[str] = field(default_factory=list)  # "dead", "near-zero", "near-duplicate"
+    init_distance: float | None = None  # ||w - w0||
+    init_relative: float | None = None  # ||w - w0|| / ||w0||
+    init_cosine: float | None = None  # cos(w, w0)
+
+
+def _cosines(flat: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(flat, axis=1)
+    unit = flat / np.where(norms > 0, norms, 1.0)[:, None]
+    cos = unit @ unit.T
+    cos[norms == 0, :] = np.nan
+    cos[:, norms == 0] = np.nan
+    np.fill_diagonal(cos, np.nan)
+    return cos
+
+
+def filter_health(kernel: np.ndarray, dead_fraction: np.ndarray | None = None,
+                  init_kernel: np.ndarray | None = None) -> list[FilterStat]:  # fmt: skip
+    """Per-filter statistics of a kernel ``(*k, cin, F)``; flags from the module constants.
+
+    Args:
+        kernel: the trained kernel.
+        dead_fraction: per filter, the fraction of a batch on which its ReLU is dead.
+        init_kernel: the step-0 kernel, for the distance moved.
+    """
+    kernel = np.asarray(kernel, np.float64)
+    flat = np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
+    l2 = np.linalg.norm(flat, axis=1)
+    median = float(np.median(l2)) if len(l2) else 0.0
+    cos = _cosines(flat) if len(flat) > 1 else np.full((len(flat), len(flat)), np.nan)
+    init = None if init_kernel is None else np.moveaxis(np.asarray(init_kernel, np.float64), -1, 0).reshape(flat.shape)
+    stats = []
+    for f in range(len(flat)):
+        row = cos[f]
+        nearest = None if np.all(np.isnan(row)) else int(np.nanargmax(row))
+        c = None if nearest is None else float(row[nearest])
+        dead = None if dead_fraction is None else float(dead_fraction[f])
+        flags = []
+        if dead is not None and dead >= DEAD_FRACTION:
+            flags.append("dead")
+        if l2[f] == 0 or l2[f] < NEAR_ZERO_RATIO * median:
+            flags.append("near-zero")
+        if c is not None and c >= DUPLICATE_COSINE:
+            flags.append("near-duplicate")
+        stat = FilterStat(f, float(l2[f]), float(flat[f].mean()), float(flat[f].std()), dead, nearest, c, flags)
+        if init is not None:
+            n0 = np.linalg.norm(init[f])
+            stat.init_distance = float(np.linalg.norm(flat[f] - init[f]))
+            stat.init_relative = float(stat.init_distance / n0) if n0 > 0 else None
+            stat.init_cosine = float(flat[f] @ init[f] / (l2[f] * n0)) if l2[f] > 0 and n0 > 0 else None
+        stats.append(stat)
+    return stats
+
+
+def init_kernel(run, name: str) -> np.ndarray:
+    """The step-0 kernel of a conv from the run's ``init.npz`` (``--compare-init``)."""
+    from cnncli.errors import CheckpointError
+    from cnncli.runs import load_init_params
+
+    params = load_init_params(run.workdir)
+    key = name.replace(".", "/") + "/kernel"
+    if key not in params:
+        raise CheckpointError(f"{run.workdir}/init.npz has no {key!r}", hint="was the run's model changed?")
+    return params[key]
+
+
+# ----------------------------------------------------------- activations
+def response_fn(run, names: list[str]):
+    """A jitted ``x_raw (B, *input_shape) -> {name: activation}`` for top-level layers."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from cnncli.models import forward_with_activations
+
+    graphdef, state = nnx.split(run.model)
+    mean = jnp.asarray(run.data["mean"], jnp.float32)
+    std = jnp.asarray(run.data["std"], jnp.float32)
+
+    @jax.jit
+    def fn(state, x):
+        model = nnx.merge(graphdef, state, copy=True)
+        _, acts = forward_with_activations(model, (x.astype(jnp.float32) - mean) / std, names)
+        return acts
+
+    return lambda x: {k: np.asarray(v) for k, v in fn(state, x).items()}
+
+
+def batched_responses(run, x: np.ndarray, names: list[str], batch_size: int = 256):
+    """Yield ``(start, stop, {name: activation})`` over ``x`` in fixed-size padded batches."""
+    from cnncli.steps import batches, pad_batch
+
+    fn = response_fn(run, names)
+    bs = min(batch_size, max(len(x), 1))
+    dummy = np.zeros(len(x), np.int32)
+    for start, stop in batches(len(x), bs):
+        xb, _, mask = pad_batch(x[start:stop], dummy[start:stop], bs)
+        yield start, stop, {k: v[mask] for k, v in fn(xb).items()}
+
+
+def dead_fractions(run, info: ConvInfo, x: np.ndarray) -> np.ndarray | None:
+    """Per filter, the fraction of examples of ``x`` on which its ReLU output is 0 everywhere.
+
+    None when the filter has no ReLU response (no relu after it, or it sits in a block).
+    """
+    from cnncli.layers import Activation
+
+    if info.response is None or info.response == info.name or len(x) == 0:
+        return None
+    spec = run.specs[list(run.model.layer_names).index(info.response)]
+    if not isinstance(spec, Activation) or spec.kind not in DEAD_ACTIVATIONS:
+        return None
+    dead = np.zeros(info.filters)
+    for _, _, acts in batched_responses(run, x, [info.response]):
+        a = acts[info.response]
+        alive = (a > 0).reshape(len(a), -1, a.shape[-1]).any(axis=1)  # (B, F)
+        dead += (~alive).sum(axis=0)
+    return dead / len(x)
+
+
+# ------------------------------------------------------------- the report
+@dataclass
+class FilterReport:
+    """Everything ``inspect-filters`` shows for one conv layer."""
+
+    info: ConvInfo
+    step: int
+    grid: FilterGrid
+    health: list[FilterStat]
+    num_examples: int  # validation examples behind the dead fractions (0: none)
+    compared_to_init: bool = False
+    maps: object | None = None  # cnncli.activations.FeatureMaps
+    patches: object | None = None  # cnncli.activations.ActivatingPatches
+    pngs: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def flags(self) -> dict[str, list[int]]:
+        """Filter indices per flag."""
+        return {flag: [s.index for s in self.health if flag in s.flags] for flag in ("dead", "near-zero", "near-duplicate")}
+
+
+def _validation(run, examples: int, warnings: list[str]):
+    """The first ``examples`` of the run's evaluation split, or (None, None) with a warning."""
+    from cnncli.errors import CnnCliError
+    from cnncli.evaluate import load_eval_split
+
+    try:
+        data, _, _, notes = load_eval_split(run)
+    except CnnCliError as err:
+        warnings.append(f"no validation data ({err.message}): dead fractions and patches are skipped")
+        return None, None
+    warnings += notes
+    return data.x[:examples], data.y[:examples]
+
+
+def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compare_init: bool = False,
+                  image: str | None = None, index: int | None = None, patches: bool = False, top_k: int = 8,
+                  max_filters: int | None = None, examples: int = 1024) -> FilterReport:  # fmt: skip
+    """Compute the grid, health, and optionally feature maps and patches of one conv layer.
+
+    Args:
+        run: a `cnncli.runs.LoadedRun`.
+        layer: a conv name from `conv_layers` (default: the first conv).
+        shared: one colour scale for the whole grid.
+        compare_init: also measure how far each filter moved from its step-0 weights.
+        image: a PNG/JPEG/.npy input for feature maps; or ``index``: an example of the eval split.
+        patches: find the maximally activating patches of the first filters.
+        top_k: patches per filter.
+        max_filters: filters in the grid (default 64) and with patches (default 8).
+        examples: eval-split examples for dead fractions and patches.
+    """
+    from cnncli import activations
+
+    if image is not None and index is not None:
+        raise UsageError("give --image or --index, not both")
+    info, kernel = find_conv(run, layer)
+    first = conv_layers(run)[0].name == info.name and info.top_level
+    grid = filter_grid(kernel, layer=info.name, shared=shared, rgb=first and info.in_channels == 3 and run.input_shape[-1] == 3,
+                       max_filters=max_filters or 64)  # fmt: skip
+    warnings: list[str] = []
+    x, y = _validation(run, examples, warnings) if (examples > 0 or index is not None or patches) else (None, None)
+    dead = dead_fractions(run, info, x) if x is not None else None
+    init = init_kernel(run, info.name) if compare_init else None
+    rep = FilterReport(info, run.step, grid, filter_health(kernel, dead, init), 0 if x is None else len(x),
+                       compare_init, warnings=warnings)  # fmt: skip
+    if image is not None:
+        from cnncli.evaluate import load_inputs
+
+        xs, names, notes = load_inputs(run, [image])
+        rep.warnings += [f"{image}: {n}" for n in notes if n]
+        rep.maps = activations.feature_maps(run, info.name, xs[0], input_name=names[0])
+    elif index is not None:
+        if x is None or not 0 <= index < len(x):
+            raise UsageError(f"--index {index}: the eval split has {0 if x is None else len(x)} examples here",
+                             hint="use 0..N-1 (raise --examples to reach further)")  # fmt: skip
+        rep.maps = activations.feature_maps(run, info.name, x[index], input_name=f"eval[{index}]", label=int(y[index]))
+    if patches and x is not None:
+        rep.patches = activations.top_patches(run, info.name, x, y, filters=max_filters or 8, top_k=top_k)
+    return rep

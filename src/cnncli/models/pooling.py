@@ -1,0 +1,181 @@
+"""Window pooling (max, average, L2) over channels-last arrays, with fast paths for XLA CPU.
+
+On XLA CPU the backward pass of ``lax.reduce_window`` max (select-and-scatter) is
+slow: 10-30x slower than the alternatives below for a 2x2 window (see
+``benchmarks/pool_variants.py``). So max pooling is computed one of three ways,
+all with the same values:
+
+- ``slices``: the elementwise maximum of the ``prod(k)`` strided slices of the
+  padded input, one per window offset. Fastest for small windows (up to
+  `SLICE_MAX_TAPS` elements): its backward is a few pads and adds.
+- ``reshape``: when kernel == stride, no padding and no dilation, crop the input to
+  a multiple of the window, reshape so every window is its own axes, and reduce.
+  Fast for larger non-overlapping windows.
+- ``reduce_window``: the general fallback (large overlapping windows).
+
+Ties (equal maxima in one window) share the gradient in the ``slices`` and
+``reshape`` paths; ``reduce_window`` gives it to one of them. The sum stays the same.
+
+Average pooling uses ``reduce_window`` (an add): its backward is already fast, and
+reshape+mean measured slower.
+
+Arrays are ``(N, *spatial, C)``; sizes and pads are per spatial axis, in elements.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from cnncli.layers import PadPairs
+
+# Above this many window elements the slices path's backward (one full-size pad
+# per element) costs more than reduce_window's select-and-scatter.
+SLICE_MAX_TAPS = 9
+IMPLS = ("auto", "slices", "reshape", "reduce_window")
+
+
+def _is_tiling(window, strides, dilation, pads) -> bool:
+    """Non-overlapping, unpadded, undilated windows: the reshape path applies."""
+    return tuple(window) == tuple(strides) and set(dilation) == {1} and all(p == (0, 0) for p in pads)
+
+
+def choose_max_impl(window, strides, dilation, pads) -> str:
+    """The fastest exact max-pool implementation for this window (see module doc)."""
+    if math.prod(window) <= SLICE_MAX_TAPS:
+        return "slices"
+    if _is_tiling(window, strides, dilation, pads):
+        return "reshape"
+    return "reduce_window"
+
+
+def _full(pairs: PadPairs) -> tuple[tuple[int, int], ...]:
+    return ((0, 0), *pairs, (0, 0))
+
+
+def _reshape_reduce(x: jax.Array, window: tuple[int, ...], reduce) -> jax.Array:
+    """Reduce non-overlapping windows by cropping and reshaping (floor mode)."""
+    nd = len(window)
+    sizes = x.shape[1:-1]
+    out = tuple(i // k for i, k in zip(sizes, window))
+    x = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, window)))]
+    split = tuple(itertools.chain.from_iterable(zip(out, window)))
+    x = x.reshape((x.shape[0], *split, x.shape[-1]))
+    return reduce(x, axis=tuple(2 + 2 * a for a in range(nd)))
+
+
+def _slices_max(x, window, strides, dilation, pads) -> jax.Array:
+    """Elementwise max over the window's strided slices of the ``-inf``-padded input."""
+    x = jnp.pad(x, _full(pads), constant_values=-jnp.inf)
+    sizes = x.shape[1:-1]
+    out = tuple(
+        (i - (k - 1) * d - 1) // s + 1 for i, k, s, d in zip(sizes, window, strides, dilation)
+    )
+    result = None
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = tuple(o * d for o, d in zip(offset, dilation))
+        limit = tuple(b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides))
+        piece = lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *strides, 1))
+        result = piece if result is None else jnp.maximum(result, piece)
+    return result
+
+
+def max_pool(x, window, strides, dilation=None, pads=None, *, impl: str = "auto") -> jax.Array:
+    """Max pooling; padding elements are ``-inf`` (never selected).
+
+    Args:
+        x: ``(N, *spatial, C)``.
+        window: kernel size per spatial axis.
+        strides: stride per spatial axis.
+        dilation: window dilation per axis (default 1).
+        pads: ``(lo, hi)`` per axis, including any ceil-mode extra (default none).
+        impl: ``auto`` (fastest exact, see `choose_max_impl`), ``slices``,
+            ``reshape`` (tiling windows only) or ``reduce_window``.
+    """
+    nd = len(window)
+    dilation = tuple(dilation or (1,) * nd)
+    pads = tuple(pads or ((0, 0),) * nd)
+    if impl == "auto":
+        impl = choose_max_impl(window, strides, dilation, pads)
+    if impl == "slices":
+        return _slices_max(x, window, strides, dilation, pads)
+    if impl == "reshape":
+        if not _is_tiling(window, strides, dilation, pads):
+            raise ValueError("the reshape path needs kernel == stride, no padding, no dilation")
+        return _reshape_reduce(x, window, jnp.max)
+    init = jnp.array(-jnp.inf, x.dtype)
+    return lax.reduce_window(
+        x, init, lax.max, (1, *window, 1), (1, *strides, 1), _full(pads),
+        window_dilation=(1, *dilation, 1),
+    )  # fmt: skip
+
+
+def window_sum(x, window, strides, dilation=None, pads=None) -> jax.Array:
+    """Sum over each window; padding elements are zero."""
+    nd = len(window)
+    dilation = tuple(dilation or (1,) * nd)
+    pads = tuple(pads or ((0, 0),) * nd)
+    zero = jnp.array(0, x.dtype)
+    return lax.reduce_window(
+        x, zero, lax.add, (1, *window, 1), (1, *strides, 1), _full(pads),
+        window_dilation=(1, *dilation, 1),
+    )  # fmt: skip
+
+
+def _window_counts(size, window, stride, dilation, lo, hi, extra) -> np.ndarray:
+    """Per output position along one axis: window elements inside ``[0, size+lo+hi)``.
+
+    Explicit padding counts (PyTorch ``count_include_pad=True``); the ceil-mode
+    ``extra`` beyond it does not.
+    """
+    span = size + lo + hi
+    out = (span + extra - (window - 1) * dilation - 1) // stride + 1
+    starts = np.arange(out) * stride
+    taps = starts[:, None] + np.arange(window)[None, :] * dilation
+    return (taps < span).sum(axis=1).astype(np.float32)
+
+
+def avg_pool(x, window, strides, dilation=None, pads=None, extra=None) -> jax.Array:
+    """Average pooling that counts explicit padding (PyTorch ``count_include_pad=True``).
+
+    Args:
+        x: ``(N, *spatial, C)``.
+        window, strides, dilation: per spatial axis.
+        pads: explicit ``(lo, hi)`` per axis, counted in the divisor.
+        extra: ceil-mode high-side extra per axis, never counted (default none).
+    """
+    nd = len(window)
+    dilation = tuple(dilation or (1,) * nd)
+    pads = tuple(pads or ((0, 0),) * nd)
+    extra = tuple(extra or (0,) * nd)
+    total = tuple((lo, hi + e) for (lo, hi), e in zip(pads, extra))
+    summed = window_sum(x, window, strides, dilation, total)
+    if not any(extra):
+        return summed / math.prod(window)
+    counts = np.ones((1,) * (nd + 2), np.float32)
+    for axis, (i, k, s, d, (lo, hi), e) in enumerate(
+        zip(x.shape[1:-1], window, strides, dilation, pads, extra)
+    ):
+        shape = [1] * (nd + 2)
+        shape[axis + 1] = -1
+        counts = counts * _window_counts(i, k, s, d, lo, hi, e).reshape(shape)
+    return summed / jnp.asarray(counts, x.dtype)
+
+
+def safe_sqrt(x: jax.Array) -> jax.Array:
+    """``sqrt(x)`` for ``x >= 0`` whose gradient at 0 is 0 instead of NaN.
+
+    An all-zero window (common after ReLU) would otherwise give ``0 * inf = NaN``.
+    """
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def l2_pool(x, window, strides, dilation=None, pads=None) -> jax.Array:
+    """L2 pooling: ``sqrt`` of the sum of squares over each window (zero padding)."""
+    return safe_sqrt(window_sum(x * x, window, strides, dilation, pads))

@@ -1,0 +1,157 @@
+"""Rendering of a `cnncli.geometry.Analysis`: a rich table for people, a dict for scripts.
+
+Both are public and shared: ``cnncli conv-arith`` prints them, and ``cnncli train
+--dry-run`` reuses them to show what a recipe would build.
+
+- `layer_table` returns a `rich.table.Table` with one row per layer (blocks are one
+  row): name, output shape, kernel/stride/padding actually applied, parameters, MACs,
+  FLOPs, receptive field, jump and activation memory, with totals in the footer and
+  the MAC/FLOP convention in the caption.
+- `analysis_to_json` returns a JSON-ready dict with stable keys: ``input``,
+  ``layers`` (each with ``name``, ``kind``, ``token``, ``input``, ``output``,
+  ``kernel``, ``stride``, ``padding``, ``dilation``, ``params``, ``macs``, ``flops``,
+  ``rf``, ``jump``, ``act_bytes``, ``warnings``; tconv rows add ``output_padding``
+  and blocks add ``children``), ``output``, ``total`` (``params``, ``macs``,
+  ``flops``, ``act_bytes``) and ``convention``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from cnncli.geometry import Analysis, LayerInfo
+from cnncli.layers import format_padding
+
+_SUFFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
+
+
+def human(n: float) -> str:
+    """A count in three significant digits: 11689512 -> ``11.7M``, 1814073344 -> ``1.81G``."""
+    for scale, suffix in _SUFFIXES:
+        if abs(n) >= scale:
+            value = n / scale
+            if round(value, 2) >= 1000 and suffix != "T":  # 999.996M rounds up to 1.00G
+                continue
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f}{suffix}"
+    return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def human_bytes(n: float) -> str:
+    """A byte count in binary units: 3211264 -> ``3.06 MiB``."""
+    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= scale:
+            value = n / scale
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f} {suffix}"
+    return f"{int(n)} B"
+
+
+def axes(values) -> str:
+    """Per-axis values: one number when all axes agree (``3``), else ``3x5``; ``-`` for None."""
+    if values is None or len(values) == 0:
+        return "-"
+    if len(set(values)) == 1:
+        return _num(values[0])
+    return "x".join(_num(v) for v in values)
+
+
+def _num(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def shape_text(shape) -> str:
+    """A shape as ``112x112x64``."""
+    return "x".join(str(v) for v in shape)
+
+
+def _pad_text(row: LayerInfo) -> str:
+    if row.padding is None:
+        return "-"
+    pads = row.padding
+    text = format_padding(pads[:1] if len(set(pads)) == 1 else pads)
+    if row.output_padding and any(row.output_padding):
+        text += f" op{axes(row.output_padding)}"
+    return text
+
+
+def _count(n: int) -> str:
+    return human(n) if n else "-"
+
+
+def layer_table(analysis: Analysis, *, title: str | None = None) -> Table:
+    """One row per layer, totals in the footer, the counting convention in the caption.
+
+    Args:
+        analysis: from `cnncli.geometry.analyze`.
+        title: optional table title (e.g. the architecture name).
+    """
+    total = analysis.total
+    caption = (
+        f"{analysis.counting.describe()}. RF and jump in input pixels. "
+        "Act mem: float32 output per example."
+    )
+    heading = f"{title}, input {shape_text(analysis.input)}" if title else f"input {shape_text(analysis.input)}"
+    table = Table(title=heading, caption=caption, show_footer=True, caption_justify="left")
+    columns = [
+        ("layer", "total", "left"),
+        ("output", shape_text(analysis.output), "left"),
+        ("k", "", "right"), ("s", "", "right"), ("p", "", "right"),
+        ("params", human(total.params), "right"), ("MACs", human(total.macs), "right"),
+        ("FLOPs", human(total.flops), "right"), ("RF", "", "right"), ("jump", "", "right"),
+        ("act mem", human_bytes(total.act_bytes), "right"),
+    ]  # fmt: skip
+    for header, footer, justify in columns:
+        table.add_column(header, footer=footer, justify=justify, no_wrap=True)
+    for row in analysis.layers:
+        table.add_row(
+            row.name, shape_text(row.output), axes(row.kernel), axes(row.stride), _pad_text(row),
+            _count(row.params), _count(row.macs), _count(row.flops),
+            axes(row.rf), axes(row.jump), human_bytes(row.act_bytes),
+        )  # fmt: skip
+    return table
+
+
+def layer_to_json(row: LayerInfo) -> dict[str, Any]:
+    """One row as plain JSON types (lists, ints); see the module docstring for the keys."""
+    data: dict[str, Any] = {
+        "name": row.name,
+        "kind": row.kind,
+        "token": row.token,
+        "input": list(row.input),
+        "output": list(row.output),
+        "kernel": _list(row.kernel),
+        "stride": _list(row.stride),
+        "padding": [list(p) for p in row.padding] if row.padding is not None else None,
+        "dilation": _list(row.dilation),
+        "params": row.params,
+        "macs": row.macs,
+        "flops": row.flops,
+        "rf": list(row.rf),
+        "jump": list(row.jump),
+        "act_bytes": row.act_bytes,
+        "warnings": list(row.warnings),
+    }
+    if row.output_padding is not None:
+        data["output_padding"] = list(row.output_padding)
+    if row.children:
+        data["children"] = [layer_to_json(c) for c in row.children]
+    return data
+
+
+def _list(values) -> list | None:
+    return list(values) if values is not None else None
+
+
+def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
+    """The whole analysis as a JSON-ready dict with stable keys (see the module docstring)."""
+    total = analysis.total
+    return {
+        "input": list(analysis.input),
+        "layers": [layer_to_json(row) for row in analysis.layers],
+        "output": list(analysis.output),
+        "total": {"params": total.params, "macs": total.macs, "flops": total.flops, "act_bytes": total.act_bytes},
+        "convention": analysis.counting.describe(),
+    }

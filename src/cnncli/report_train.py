@@ -1,0 +1,149 @@
+"""Printing for ``cnncli train``: a rich progress display, or JSON lines for scripts.
+
+Human mode (stdout is a terminal, no ``--json``): a progress bar on stderr (step,
+epoch, loss, accuracy, images/s, ETA), one table row per epoch, a summary at the end.
+JSON mode: one object per epoch on stdout and a final object with the summary;
+nothing else on stdout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cnncli.report import print_json, stderr_console, stdout_console
+from cnncli.train import CheckpointSaved, Compiled, EpochEnd, RunFinished, RunStarted, StepEnd
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class JsonReporter:
+    """JSON lines on stdout: one per epoch, then the summary."""
+
+    def __call__(self, event) -> None:
+        if isinstance(event, EpochEnd):
+            print_json({"event": "epoch", **event.record})
+        elif isinstance(event, RunFinished):
+            print_json({"event": "summary", **event.summary})
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter:
+    """Progress bar on stderr, epoch rows and the summary for a human at a terminal."""
+
+    def __init__(self) -> None:
+        self.err = stderr_console()
+        self.out = stdout_console()
+        self.progress: Progress | None = None
+        self.task = None
+
+    def _start(self, event: RunStarted) -> None:
+        shape = "x".join(map(str, event.input_shape))
+        self.err.print(
+            f"[bold]training[/] {event.num_params:,} parameters on {', '.join(event.devices)}: "
+            f"{event.num_train:,} images of {shape}, {event.num_classes} classes, "
+            f"{event.epochs} epochs x {event.steps_per_epoch} steps -> {event.workdir}",
+            highlight=False,
+        )
+        if event.resumed_step is not None:
+            self.err.print(
+                f"[yellow]resuming[/] from step {event.resumed_step} (epoch {event.resumed_epoch}, "
+                f"learning rate {event.resumed_lr:.3g})",
+                highlight=False,
+            )
+        self.progress = Progress(
+            TextColumn("[bold blue]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} {task.fields[speed]} img/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.err,
+            transient=True,
+        )
+        self.progress.start()
+        done = event.resumed_step or 0
+        self.task = self.progress.add_task(
+            "train", total=event.total_steps, completed=done, epoch=(event.resumed_epoch or 0) + 1,
+            epochs=event.epochs, loss="-", acc="-", speed="-",
+        )  # fmt: skip
+
+    def __call__(self, event) -> None:
+        if isinstance(event, RunStarted):
+            self._start(event)
+        elif isinstance(event, Compiled):
+            self.err.print(f"compiled the train step in {event.seconds:.2f} s", highlight=False)
+        elif isinstance(event, StepEnd) and self.progress is not None:
+            self.progress.update(
+                self.task, completed=event.step, epoch=event.epoch, loss=f"{event.loss:.4f}",
+                acc=f"{event.accuracy:.3f}", speed=f"{event.images_per_second:,.0f}",
+            )  # fmt: skip
+        elif isinstance(event, EpochEnd):
+            r = event.record
+            ema = f"  ema {r['ema_eval_accuracy']:.4f}" if "ema_eval_accuracy" in r else ""
+            self.err.print(
+                f"epoch {r['epoch']:>3}  train loss {_fmt(r['train_loss'])} acc {_fmt(r['train_accuracy'])}  "
+                f"eval loss {_fmt(r['eval_loss'])} acc {_fmt(r['eval_accuracy'])}{ema}  "
+                f"lr {r['learning_rate']:.3g}  {r['images_per_second']:,.0f} img/s",
+                highlight=False,
+            )
+        elif isinstance(event, CheckpointSaved):
+            pass
+        elif isinstance(event, RunFinished):
+            self.close()
+            self.out.print(summary_table(event.summary))
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """The end-of-run summary as a two-column table."""
+    table = Table(title="cnncli train", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("eval accuracy", _fmt(summary.get("eval_accuracy"))),
+        ("eval loss", _fmt(summary.get("eval_loss"))),
+        ("best eval accuracy", f"{_fmt(summary.get('best_eval_accuracy'))} (epoch {summary.get('best_epoch')})"),
+        ("train loss", _fmt(summary.get("train_loss"))),
+        ("epochs / steps", f"{summary['epochs']} / {summary['steps']}"),
+        ("train time", f"{summary['train_seconds']:.1f} s (compile {summary['compile_seconds']:.2f} s, not included)"),
+        ("images/s", f"{summary['images_per_second']:,.0f} (training only)"),
+        ("run directory", summary["workdir"]),
+    ]
+    if summary.get("ema_eval_accuracy") is not None:
+        rows.insert(1, ("eval accuracy (EMA)", _fmt(summary["ema_eval_accuracy"])))
+    if summary.get("stopped_early"):
+        rows.append(("stopped early", "yes (train.early_stopping)"))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def schedule_plot(schedule, total_steps: int, width: int = 60, height: int = 8) -> str:
+    """A small terminal plot of the learning rate over the run (block characters)."""
+    width = max(2, min(width, total_steps))
+    xs = [round(i * (total_steps - 1) / (width - 1)) for i in range(width)]
+    ys = [float(schedule(x)) for x in xs]
+    top = max(ys) or 1.0
+    levels = " ▁▂▃▄▅▆▇█"
+    rows = []
+    for r in range(height - 1, -1, -1):
+        line = ""
+        for y in ys:
+            fill = y / top * height - r  # how much of this row the value fills, in rows
+            line += levels[max(0, min(8, int(round(fill * 8))))]
+        label = f"{top * (r + 1) / height:9.2e} |" if r in (height - 1, 0) else " " * 10 + "|"
+        rows.append(label + line)
+    rows.append(" " * 10 + "+" + "-" * width)
+    rows.append(" " * 11 + "0" + " " * (width - len(str(total_steps)) - 1) + str(total_steps) + "  (step)")
+    return "\n".join(rows)

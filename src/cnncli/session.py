@@ -1,0 +1,320 @@
+"""Everything a training run is built from, assembled once: the `Session`.
+
+recipe -> data (on the device), model (split into graph + state), optimizer and
+schedule, compiled steps, the run directory and its checkpoints. Also the fresh or
+resumed initial state, and the SIGINT/SIGTERM handling that lets a run stop after the
+current step, save, and exit 130/143.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cnncli import rundir
+from cnncli.checkpoint import Checkpoints, to_tree
+from cnncli.data import Dataset, load_dataset
+from cnncli.errors import CheckpointError, CnnCliError, RecipeError
+from cnncli.layers import LayerSpec, parse_layers
+from cnncli.recipe import Recipe
+
+# Fields whose change alters the training trajectory: resuming across them is refused.
+TRAJECTORY_FIELDS = ("data", "model", "optimizer", "schedule", "train.seed", "train.epochs", "train.steps",
+                     "train.label_smoothing", "train.ema_decay", "train.freeze", "train.precision")  # fmt: skip
+
+
+class Interrupted(CnnCliError):
+    """Training was stopped by SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
+def model_specs(recipe: Recipe, num_classes: int) -> tuple[LayerSpec, ...]:
+    """The layer specs a recipe builds: its tokens, or its zoo architecture."""
+    if recipe.model.layers is not None:
+        return parse_layers(recipe.model.layers)
+    from cnncli import zoo
+
+    return zoo.build(recipe.model.arch, num_classes)
+
+
+def build_model(recipe: Recipe, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None):
+    """Build the recipe's Flax model, checking that it ends in ``num_classes`` logits."""
+    from cnncli.models import build_model as build
+
+    from cnncli.jaxsetup import configure
+
+    configure()
+    seed = recipe.train.seed if seed is None else seed
+    specs = model_specs(recipe, num_classes)
+    # One compiled init program instead of one per initializer call (19 programs, 4 s here).
+    model = nnx.jit(lambda: build(specs, input_shape, num_classes, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))()
+    graphdef, state = nnx.split(model)
+    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
+    out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s, copy=True)(x), state, x)  # no compute
+    if tuple(out.shape[1:]) != (num_classes,):
+        shape = "x".join(map(str, out.shape[1:]))
+        raise RecipeError(
+            f"model.layers: the model's output is {shape} per example, but the data has {num_classes} classes",
+            hint="end with `flatten` or `gap`, then `dense` (its width defaults to the class count)",
+        )
+    return model, specs
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _diff(a, b, path + ".")
+        elif a != b and any(path == f or path.startswith(f + ".") for f in TRAJECTORY_FIELDS):
+            lines.append(f"  {path}: {json.dumps(a)} -> {json.dumps(b)}")
+    return lines
+
+
+@dataclass
+class Session:
+    recipe: Recipe
+    workdir: Path
+    data: Dataset
+    checkpoints: Checkpoints
+    env: dict[str, Any]
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    allow_recipe_change: bool = False
+    compile_seconds: float = 0.0
+    _signal: int | None = None
+    _old_handlers: dict = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- set-up
+    def setup_model(self) -> None:
+        from cnncli import optim
+        from cnncli.steps import StepConfig, make_eval_step, make_train_step, trainable_filter
+
+        seed = self.recipe.train.seed
+        model, self.specs = build_model(self.recipe, self.data.input_shape, self.num_classes)
+        self.split_filters = (trainable_filter(self.recipe.train.freeze), ...)
+        model.train()
+        self.graphdef, params, rest = nnx.split(model, *self.split_filters)
+        model.eval()
+        self.eval_graphdef = nnx.split(model, *self.split_filters)[0]
+        self._init_params = to_tree(nnx.state(model, nnx.Param))
+        self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        self.num_trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+        if self.num_trainable == 0:
+            raise RecipeError(f"train.freeze = {self.recipe.train.freeze} freezes every parameter; nothing to train")
+        self.schedule = optim.make_schedule(self.recipe.schedule, self.recipe.optimizer.learning_rate,
+                                            self.steps_per_epoch, self.total_steps)  # fmt: skip
+        self.tx = optim.make_optimizer(self.recipe.optimizer, self.schedule)
+        cfg = StepConfig(
+            num_classes=self.num_classes, mean=tuple(self.data.mean), std=tuple(self.data.std),
+            batch_size=self.recipe.data.batch_size, label_smoothing=self.recipe.train.label_smoothing,
+            ema_decay=self.recipe.train.ema_decay,
+            compute_dtype=jnp.bfloat16 if self.recipe.train.precision == "bf16" else jnp.float32,
+        )  # fmt: skip
+        self.step_config = cfg
+        self.augment = _make_augment(self.recipe, self.data)
+        self._jit_train_step = make_train_step(self.graphdef, self.split_filters, self.tx, cfg, self.augment)
+        self.eval_step = make_eval_step(self.eval_graphdef, cfg)
+        root = jax.random.key(seed)
+        self.shuffle_key = jax.random.fold_in(root, 1)
+        self.augment_key = jax.random.fold_in(root, 2)
+        self._init = (params, rest)
+        self.x_train = jax.device_put(self.data.train.x)
+        self.y_train = jax.device_put(self.data.train.y)
+        n = self.data.train.x.shape[0]
+        self._perm = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32))
+
+    @property
+    def num_classes(self) -> int:
+        return self.recipe.model.num_classes or self.data.num_classes
+
+    @property
+    def batch_size(self) -> int:
+        return self.recipe.data.batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return min(self.recipe.data.eval_batch_size, max(self.data.eval.x.shape[0], 1))
+
+    @property
+    def devices(self) -> list[str]:
+        return [str(d) for d in jax.devices()]
+
+    def zero_sums(self):
+        from cnncli.steps import zero_sums
+
+        return zero_sums()
+
+    def batches(self, n, bs):
+        from cnncli.steps import batches
+
+        return batches(n, bs)
+
+    def pad(self, x, y, bs):
+        from cnncli.steps import pad_batch
+
+        return pad_batch(x, y, bs)
+
+    def permutation(self, epoch: int):
+        """The training-set order of an epoch: a function of (seed, epoch) only."""
+        return self._perm(self.shuffle_key, epoch)
+
+    def fresh_state(self):
+        from cnncli.steps import TrainState
+
+        params, rest = self._init
+        ema = jax.tree.map(jnp.copy, params) if self.recipe.train.ema_decay is not None else None
+        return TrainState(
+            params=params, rest=rest, opt=self.tx.init(params), ema=ema, step=jnp.zeros((), jnp.int32),
+            sums=self.zero_sums(), bad_step=jnp.full((), -1, jnp.int32), bad_value=jnp.zeros((), jnp.float32),
+        )  # fmt: skip
+
+    def compile(self, state) -> None:
+        """Compile the train step ahead of time (timed), so the loop never recompiles."""
+        t0 = time.perf_counter()
+        args = (state, self.x_train, self.y_train, self.permutation(0), np.int32(0), self.augment_key)
+        self.train_step = self._jit_train_step.lower(*args).compile()
+        self.compile_seconds = time.perf_counter() - t0
+
+    # ------------------------------------------------------------- resuming
+    def initial_state(self):
+        """(state, epoch, index): fresh, or restored from the newest committed checkpoint."""
+        state = self.fresh_state()
+        self.resumed = None
+        step = self.checkpoints.latest()
+        if step is None:
+            np.savez(self.workdir / rundir.INIT, **_flat(self._init_params))  # step-0 weights, for --compare-init
+            return state, 0, 0
+        self._check_recipe_unchanged()
+        state, meta = self.checkpoints.restore(step, state)
+        state = jax.tree.map(jnp.asarray, state)
+        records = [r for r in rundir.read_metrics(self.workdir) if r.get("step", 0) <= step]
+        (self.workdir / rundir.METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
+        self.resumed = (step, meta["epoch"], float(self.schedule(step)))
+        return state, int(meta["epoch"]), int(meta["index"])
+
+    def _check_recipe_unchanged(self) -> None:
+        saved_path = self.workdir / rundir.RECIPE_JSON
+        if not saved_path.exists() or self.allow_recipe_change:
+            return
+        saved = json.loads(saved_path.read_text())
+        lines = _diff(saved, self.recipe.to_dict())
+        if lines:
+            raise CheckpointError(
+                f"{self.workdir} holds a run of a different recipe; resuming would change its trajectory:\n"
+                + "\n".join(lines),
+                hint="resume with the original recipe, pass --allow-recipe-change, or use a new --workdir",
+            )
+
+    def started_event(self, state, epoch):
+        from cnncli.train import RunStarted
+
+        resumed = self.resumed or (None, None, None)
+        return RunStarted(
+            workdir=self.workdir, num_params=self.num_params, steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps, epochs=self.epochs, devices=self.devices,
+            input_shape=self.data.input_shape, num_classes=self.num_classes,
+            num_train=int(self.data.train.x.shape[0]),
+            resumed_step=resumed[0], resumed_epoch=resumed[1], resumed_lr=resumed[2],
+        )  # fmt: skip
+
+    # -------------------------------------------------------------- signals
+    def install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            if self._signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # second Ctrl-C: abort at once
+            self._signal = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+
+    def should_stop(self) -> bool:
+        return self._signal is not None
+
+    def raise_interrupted(self) -> None:
+        self.checkpoints.wait()
+        step = self.checkpoints.latest()
+        code = 130 if self._signal == signal.SIGINT else 143
+        name = "SIGINT" if self._signal == signal.SIGINT else "SIGTERM"
+        raise Interrupted(
+            f"{name}: stopped after step {step}; checkpoint saved in {self.checkpoints.directory / str(step)}",
+            exit_code=code,
+            hint=f"resume with: cnncli train RECIPE --workdir {self.workdir}",
+        )
+
+    def close(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        self.checkpoints.close()
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "/"))
+        else:
+            out[name] = value
+    return out
+
+
+def _make_augment(recipe: Recipe, data: Dataset):
+    if not recipe.data.augment:
+        return None
+    try:
+        from cnncli.augment import make_augment
+    except ImportError:
+        raise RecipeError("data.augment: augmentation is not available in this version") from None
+    return make_augment(recipe.data.augment, data)
+
+
+def _prepare_workdir(workdir: Path, recipe: Recipe, recipe_text: str | None, suffix: str) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / rundir.RECIPE_JSON).exists():
+        if recipe_text is not None:
+            (workdir / f"recipe{suffix}").write_text(recipe_text)
+        rundir.write_json(workdir / rundir.RECIPE_JSON, recipe.to_dict())
+
+
+def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = None, recipe_suffix: str = ".toml",
+                  allow_recipe_change: bool = False) -> Session:  # fmt: skip
+    """Load the data, build the model and steps, and open the run directory."""
+    from cnncli.train import steps_for
+
+    data = load_dataset(recipe.data)
+    spe, total, epochs = steps_for(recipe, int(data.train.x.shape[0]))
+    fresh = not (workdir / rundir.CHECKPOINTS).exists()
+    _prepare_workdir(workdir, recipe, recipe_text, recipe_suffix)
+    env = rundir.environment([str(d) for d in jax.devices()], recipe.train.seed)
+    rundir.write_json(workdir / rundir.ENV_JSON, env)
+    rundir.write_json(workdir / rundir.DATA_JSON, data.meta() | {"num_classes": recipe.model.num_classes or data.num_classes})
+    checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep)
+    sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change)
+    try:
+        sess.setup_model()
+    except Exception:
+        checkpoints.close()
+        if fresh and not checkpoints.steps():
+            shutil.rmtree(workdir / rundir.CHECKPOINTS, ignore_errors=True)
+        raise
+    sess.install_signal_handlers()
+    return sess

@@ -1,0 +1,332 @@
+"""The training loop: recipe in, run directory out, typed events on the way.
+
+`fit` never prints. It reports through ``on_event`` with the event dataclasses below;
+`cnncli.report_train` turns them into a rich progress display or JSON lines.
+
+One seed drives everything: ``jax.random.key(seed)`` is split into parameter init,
+dropout, shuffling and augmentation streams, so the same recipe and seed on the same
+machine give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnncli import rundir
+from cnncli.errors import DataError, TrainingError
+from cnncli.recipe import Recipe
+from cnncli.session import Session, build_session
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    workdir: Path
+    num_params: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    devices: list[str]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    num_train: int
+    resumed_step: int | None = None
+    resumed_epoch: int | None = None
+    resumed_lr: float | None = None
+
+
+@dataclass(frozen=True)
+class Compiled:
+    seconds: float  # wall time of tracing + XLA compilation of the train step
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    step: int  # completed updates
+    epoch: int  # 1-based epoch in progress
+    total_steps: int
+    loss: float  # mean training loss since the last StepEnd
+    accuracy: float
+    learning_rate: float
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    record: dict[str, Any]  # the metrics.jsonl record of this epoch
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    summary: dict[str, Any]
+
+
+Event = RunStarted | Compiled | StepEnd | EpochEnd | CheckpointSaved | RunFinished
+
+
+@dataclass
+class _Clock:
+    """Training time only: excludes compilation, evaluation and checkpointing."""
+
+    seconds: float = 0.0
+    images: int = 0
+    started: float | None = None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def stop(self, images: int) -> None:
+        if self.started is not None:
+            self.seconds += time.perf_counter() - self.started
+            self.images += images
+            self.started = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Progress:
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    epochs_without_gain: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _read_sums(state) -> tuple[float, float, float]:
+    sums = jax.device_get(state.sums)
+    count = float(sums["count"])
+    if count == 0:
+        return float("nan"), float("nan"), 0.0
+    return float(sums["loss"]) / count, float(sums["correct"]) / count, count
+
+
+def _check_finite(sess: Session, state) -> None:
+    bad = int(jax.device_get(state.bad_step))
+    if bad >= 0:
+        value = float(jax.device_get(state.bad_value))
+        latest = sess.checkpoints.latest()
+        where = f"; the last good checkpoint is step {latest}" if latest is not None else ""
+        raise TrainingError(
+            f"loss became {value} at step {bad + 1}: training stopped{where}",
+            hint="lower optimizer.learning_rate, add optimizer.clip_norm, or check the data",
+        )
+
+
+def evaluate_state(sess: Session, state, *, use_ema: bool = False) -> tuple[float, float]:
+    """Mean loss and accuracy of ``state`` on the session's eval split."""
+    params = state.ema if use_ema else state.params
+    totals = np.zeros(3)
+    split = sess.data.eval
+    bs = sess.eval_batch_size
+    for start, stop in sess.batches(split.x.shape[0], bs):
+        x, y, mask = sess.pad(split.x[start:stop], split.y[start:stop], bs)
+        totals += np.array(jax.device_get(sess.eval_step(params, state.rest, x, y, mask)), dtype=np.float64)
+    return float(totals[0] / max(totals[2], 1)), float(totals[1] / max(totals[2], 1))
+
+
+def _epoch_record(sess, state, epoch, step, clock, epoch_seconds) -> dict[str, Any]:
+    train_loss, train_acc, _ = _read_sums(state)
+    eval_loss, eval_acc = evaluate_state(sess, state)
+    record = {
+        "epoch": epoch,
+        "step": step,
+        "train_loss": train_loss,
+        "train_accuracy": train_acc,
+        "eval_loss": eval_loss,
+        "eval_accuracy": eval_acc,
+        "learning_rate": float(sess.schedule(max(step - 1, 0))),
+        "epoch_seconds": epoch_seconds,
+        "images_per_second": clock.images_per_second,
+    }
+    if sess.recipe.train.ema_decay is not None:
+        record["ema_eval_loss"], record["ema_eval_accuracy"] = evaluate_state(sess, state, use_ema=True)
+    return record
+
+
+def _save(sess: Session, state, epoch: int, index: int, metrics: dict, emit) -> None:
+    meta = {
+        "epoch": epoch,
+        "index": index,
+        "metrics": metrics,
+        "recipe_digest": sess.recipe.digest(),
+        "ema": sess.recipe.train.ema_decay is not None,
+        "versions": sess.env["versions"],
+    }
+    path = sess.checkpoints.save(int(jax.device_get(state.step)), state, meta)
+    emit(CheckpointSaved(int(jax.device_get(state.step)), path))
+
+
+def _log_interval(sess: Session) -> int:
+    every = sess.recipe.train.log_every
+    return every if every > 0 else max(1, sess.steps_per_epoch // 10)
+
+
+def _run_epoch(sess, state, epoch, start_index, clock, emit):
+    """Train one epoch from ``start_index``; return the state and the next index."""
+    perm = sess.permutation(epoch)
+    log_every = _log_interval(sess)
+    step = int(jax.device_get(state.step))
+    index = start_index
+    clock.start()
+    while index < sess.steps_per_epoch and step < sess.total_steps:
+        state = sess.train_step(state, sess.x_train, sess.y_train, perm, np.int32(index), sess.augment_key)
+        index += 1
+        step += 1
+        if index % log_every == 0 or index == sess.steps_per_epoch or step == sess.total_steps:
+            loss, acc, _ = _read_sums(state)  # blocks until the step is done
+            clock.stop(log_every * sess.batch_size if index % log_every == 0 else (index % log_every) * sess.batch_size)
+            _check_finite(sess, state)
+            emit(StepEnd(step, epoch + 1, sess.total_steps, loss, acc, float(sess.schedule(step - 1)), clock.images_per_second))
+            clock.start()
+        if sess.should_stop():
+            break
+    clock.stop(0)
+    return state, index
+
+
+def fit(
+    recipe: Recipe,
+    workdir: str | Path,
+    *,
+    recipe_text: str | None = None,
+    recipe_suffix: str = ".toml",
+    on_event: Callable[[Event], None] | None = None,
+    allow_recipe_change: bool = False,
+) -> dict[str, Any]:
+    """Train a recipe, writing a run directory.
+
+    Args:
+        recipe: the validated recipe.
+        workdir: the run directory; an existing one with checkpoints is resumed.
+        recipe_text: the recipe file's text, saved as given.
+        recipe_suffix: ``.toml`` or ``.yaml``, for the saved copy.
+        on_event: receives `RunStarted`, `Compiled`, `StepEnd`, `EpochEnd`,
+            `CheckpointSaved`, `RunFinished`.
+        allow_recipe_change: resume even if the recipe changed in a trajectory field.
+
+    Returns:
+        The summary dict (also written to ``summary.json``).
+    """
+    emit = on_event or (lambda event: None)
+    sess = build_session(recipe, Path(workdir), recipe_text=recipe_text, recipe_suffix=recipe_suffix,
+                         allow_recipe_change=allow_recipe_change)  # fmt: skip
+    try:
+        return _fit(sess, emit)
+    finally:
+        sess.close()
+
+
+def _fit(sess: Session, emit) -> dict[str, Any]:
+    state, epoch, index = sess.initial_state()
+    emit(sess.started_event(state, epoch))
+    if epoch < sess.epochs and int(jax.device_get(state.step)) < sess.total_steps:  # else: already complete
+        t0 = time.perf_counter()
+        sess.compile(state)
+        emit(Compiled(time.perf_counter() - t0))
+    clock, progress = _Clock(), _Progress(history=[r for r in rundir.read_metrics(sess.workdir) if "eval_accuracy" in r])
+    for record in progress.history:
+        _track_best(progress, record)
+    stopped_early = False
+    while epoch < sess.epochs and int(jax.device_get(state.step)) < sess.total_steps:
+        if index == 0:
+            state = state.replace(sums=sess.zero_sums())
+        t_epoch = time.perf_counter()
+        state, index = _run_epoch(sess, state, epoch, index, clock, emit)
+        if sess.should_stop():
+            _save(sess, state, epoch, index, {}, emit)
+            sess.raise_interrupted()
+        epoch_seconds = time.perf_counter() - t_epoch
+        epoch, index = epoch + 1, 0
+        step = int(jax.device_get(state.step))
+        if epoch % sess.recipe.train.eval_every and step < sess.total_steps:
+            continue
+        record = _epoch_record(sess, state, epoch, step, clock, epoch_seconds)
+        progress.history.append(record)
+        rundir.append_metrics(sess.workdir, record)
+        emit(EpochEnd(record))
+        _save(sess, state, epoch, 0, {"eval_accuracy": record["eval_accuracy"]}, emit)
+        if _track_best(progress, record) and _patience_over(sess, progress):
+            stopped_early = True
+            break
+    sess.checkpoints.wait()
+    summary = _summary(sess, state, progress, clock, stopped_early)
+    rundir.write_json(sess.workdir / rundir.SUMMARY, summary)
+    rundir.plot_curves(sess.workdir, progress.history)
+    emit(RunFinished(summary))
+    return summary
+
+
+def _track_best(progress: _Progress, record: dict) -> bool:
+    """Update the best-so-far; True when this epoch did not improve."""
+    acc = record["eval_accuracy"]
+    if acc > progress.best_accuracy:
+        progress.best_accuracy, progress.best_epoch = acc, record["epoch"]
+        progress.epochs_without_gain = 0
+        return False
+    progress.epochs_without_gain += 1
+    return True
+
+
+def _patience_over(sess: Session, progress: _Progress) -> bool:
+    patience = sess.recipe.train.early_stopping
+    return patience is not None and progress.epochs_without_gain >= patience
+
+
+def _summary(sess: Session, state, progress: _Progress, clock: _Clock, stopped_early: bool) -> dict[str, Any]:
+    last = progress.history[-1] if progress.history else {}
+    summary = {
+        "eval_accuracy": last.get("eval_accuracy"),
+        "eval_loss": last.get("eval_loss"),
+        "train_loss": last.get("train_loss"),
+        "train_accuracy": last.get("train_accuracy"),
+        "best_eval_accuracy": progress.best_accuracy if progress.history else None,
+        "best_epoch": progress.best_epoch or None,
+        "epochs": last.get("epoch", 0),
+        "steps": int(jax.device_get(state.step)),
+        "train_seconds": clock.seconds,
+        "compile_seconds": sess.compile_seconds,
+        "images_per_second": clock.images_per_second,
+        "stopped_early": stopped_early,
+        "num_params": sess.num_params,
+        "devices": len(sess.devices),
+        "processes": jax.process_count(),
+        "workdir": str(sess.workdir),
+    }
+    if "ema_eval_accuracy" in last:
+        summary["ema_eval_accuracy"] = last["ema_eval_accuracy"]
+    return summary
+
+
+def steps_for(recipe: Recipe, num_train: int) -> tuple[int, int, int]:
+    """(steps_per_epoch, total_steps, epochs) for a recipe and training-set size."""
+    bs = recipe.data.batch_size
+    if bs > num_train:
+        raise DataError(
+            f"data.batch_size = {bs} is larger than the training split ({num_train} examples)",
+            hint=f"use --set data.batch_size={max(1, 2 ** int(math.log2(num_train)))} or smaller",
+        )
+    spe = num_train // bs  # drop the last partial batch: every step has the same shape
+    if recipe.train.steps is not None:
+        total = recipe.train.steps
+        return spe, total, math.ceil(total / spe)
+    return spe, spe * recipe.train.epochs, recipe.train.epochs
+
+
+__all__ = ["fit", "steps_for", "evaluate_state", "RunStarted", "Compiled", "StepEnd", "EpochEnd",
+           "CheckpointSaved", "RunFinished", "jnp"]  # fmt: skip

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny real training runs on the bundled digits (CPU, seconds)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+TINY_RECIPE = """\
+# A tiny recipe for tests: two conv layers on the 8x8 digits.
+[data]
+source = "digits"
+batch_size = 64
+
+[model]
+layers = ["conv:c=8,k=3,p=same", "bn", "relu", "maxpool:k=2",
+          "conv:c=16,k=3,p=same", "relu", "gap", "dense"]
+
+[optimizer]
+name = "adam"
+learning_rate = 0.01
+
+[train]
+epochs = 2
+seed = 0
+"""
+
+
+def write_recipe(directory: Path, text: str = TINY_RECIPE, name: str = "tiny.toml") -> Path:
+    """Write a recipe file and return its path."""
+    path = Path(directory) / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A real 2-epoch run of TINY_RECIPE on the digits; read-only for tests (copy to modify)."""
+    from cnncli.recipe import load_recipe
+    from cnncli.train import fit
+
+    root = tmp_path_factory.mktemp("trained")
+    recipe = write_recipe(root)
+    workdir = root / "run"
+    fit(load_recipe(recipe), workdir, recipe_text=recipe.read_text())
+    return workdir

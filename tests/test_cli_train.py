@@ -1,0 +1,100 @@
+"""The `cnncli train` command: JSON lines, dry run, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnncli.cli import main
+
+from conftest import TINY_RECIPE, write_recipe
+
+
+def cli(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_json_lines_parse_and_carry_the_pinned_keys(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, out, err = cli(["train", str(recipe), "--set", "train.epochs=2", "--workdir", str(tmp_path / "w"), "--json"], capsys)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["event"] for line in lines] == ["epoch", "epoch", "summary"]
+    final = lines[-1]
+    for key in ("eval_accuracy", "eval_loss", "train_loss", "epochs", "steps", "train_seconds", "compile_seconds",
+                "images_per_second", "workdir", "devices", "processes"):  # fmt: skip
+        assert key in final, key
+    assert final["epochs"] == 2 and final["workdir"] == str(tmp_path / "w")
+    assert final["images_per_second"] > 0 and final["compile_seconds"] > 0
+
+
+def test_dry_run_json_compiles_nothing(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, out, _ = cli(["train", str(recipe), "--dry-run", "--json"], capsys)
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["params"] == plan["arith"]["total"]["params"] > 0
+    assert plan["total_steps"] == 2 * (1438 // 64)
+    assert plan["cost"]["train_flops_per_step"] == 3 * plan["arith"]["total"]["flops"] * 64
+    assert plan["arith"]["output"] == [10]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_for_people(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)  # as if stdout were a terminal
+    recipe = write_recipe(tmp_path, TINY_RECIPE.replace("[train]", '[schedule]\nname = "cosine"\n\n[train]'))
+    code, out, _ = cli(["train", str(recipe), "--dry-run"], capsys)
+    assert code == 0
+    assert "[optimizer]" in out and "conv1" in out and "learning rate" in out and "(step)" in out
+    assert "\x1b[" not in out  # stdout is really a pipe: no escape codes
+
+
+def test_bad_recipe_exits_1_with_the_message_and_no_traceback(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, TINY_RECIPE.replace("epochs = 2", "epoch = 2"))
+    code, out, err = cli(["train", str(recipe)], capsys)
+    assert code == 1 and out == ""
+    assert f"error: {recipe}:15: `train.epoch`: unknown key; did you mean `epochs`?" in err
+    assert "Traceback" not in err
+
+
+def test_bad_override_and_missing_file(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, _, err = cli(["train", str(recipe), "--set", "train.epochs=0"], capsys)
+    assert code == 1 and "`train.epochs`: Input should be greater than or equal to 1" in err
+    code, _, err = cli(["train", str(tmp_path / "missing.toml")], capsys)
+    assert code == 1 and "recipe file not found" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = cli(["train", "--no-such-flag", "x.toml"], capsys)
+    assert code == 2
+
+
+def test_help_teaches_and_explains_images_per_second(capsys):
+    code, out, _ = cli(["train", "--help"], capsys)
+    assert code == 0
+    assert "images_per_second" in out and "compil" in out and "--dry-run" in out and "--set" in out
+
+
+def test_version_and_top_level_help(capsys):
+    from cnncli import __version__
+
+    code, out, _ = cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"cnncli {__version__}"
+    code, out, _ = cli(["--help"], capsys)
+    assert code == 0
+    for command in ("train", "eval", "inspect-filters", "conv-arith"):
+        assert command in out
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    recipe = write_recipe(tmp_path, TINY_RECIPE.replace("epochs = 2", "epoch = 2"))
+    proc = subprocess.run([sys.executable, "-m", "cnncli.cli", "--debug", "train", str(recipe)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "RecipeError" in proc.stderr
