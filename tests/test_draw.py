@@ -93,10 +93,10 @@ def cases(draw_, nd):
 
 def _numpy_correlate(x, w, s, pads, d, mode):
     """Reference: pad with numpy's mode, then strided, dilated windows (sliding_window_view)."""
-    nd = x.ndim
-    if mode == "reflect" and min(x.shape) == 1:
-        mode = "edge"  # a single pixel reflects onto itself
-    xp = np.pad(x, [pads] * nd, mode=NP_MODE[mode])
+    nd, xp = x.ndim, x
+    for ax in range(nd):  # axis by axis: a single pixel reflects onto itself (numpy's edge)
+        axis_mode = "edge" if mode == "reflect" and x.shape[ax] == 1 else mode
+        xp = np.pad(xp, [pads if a == ax else (0, 0) for a in range(nd)], mode=NP_MODE[axis_mode])
     span = tuple(d * (k - 1) + 1 for k in w.shape)
     windows = np.lib.stride_tricks.sliding_window_view(xp, span)
     windows = windows[(slice(None, None, s),) * nd + (slice(None, None, d),) * nd]

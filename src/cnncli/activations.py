@@ -109,9 +109,10 @@ def shown_layer(run, name: str) -> tuple[str, str]:
     convs = {c.name: c for c in conv_layers(run)}
     if name in convs and not convs[name].top_level:
         block = name.split(".")[0]
+        top = [c for c in convs if convs[c].top_level]
         raise UsageError(
-            f"{name} sits inside {block}: feature maps and patches are read at top-level layers",
-            hint=f"use --layer {block} (its output) or a top-level layer: {', '.join(names)}",
+            f"{name} sits inside {block}: feature maps and patches are read at top-level conv layers",
+            hint=f"use --layer with one of: {', '.join(top)}" if top else "this model has no top-level conv",
         )
     if name not in names:
         raise UsageError(unknown_choice("layer", name, names))

@@ -324,8 +324,8 @@ def solve(
 ) -> list[Solution]:
     """Every ``(k, s, p, d)`` with symmetric padding that maps size ``i`` to ``o``.
 
-    The search is bounded: ``k <= max_kernel``, ``d <= max_dilation``, ``0 <= p <= ke - 1``
-    (more padding only adds all-zero windows), ``s <= max_stride`` (default:
+    The search is bounded: ``k <= max_kernel``, ``d <= max_dilation``, ``p <= ke // 2``
+    (``p <= ke - 1`` when ``o > i``: beyond that windows hold only zeros), ``s <= max_stride`` (default:
     ``max(4, 2 * ceil(i / o))``; for a transposed conv ``2 * ceil(o / i)``). Results
     are sorted by simplicity: those that read every input pixel first, then no
     dilation, then the smallest kernel, stride and padding; convs that drop input
@@ -344,7 +344,8 @@ def solve(
     for d in range(1, max_dilation + 1):
         for k in range(1 if d == 1 else 2, max_kernel + 1):
             ke = effective_kernel(k, d)
-            for p in range(ke):
+            # more than half the window in padding only pays when growing without --transpose
+            for p in range(ke if o > i else ke // 2 + 1):
                 for s in range(1, max_stride + 1):
                     found += _solutions_at(i, o, k, s, p, d, transpose)
     return sorted(found, key=lambda x: (x.drops > 0, x.d, x.k, x.s, x.p, x.op))

@@ -17,7 +17,7 @@ import typer
 
 from cnncli import zoo
 from cnncli.errors import UsageError
-from cnncli.layers import PAD_MODES, parse_layers, parse_padding
+from cnncli.layers import PAD_MODES, parse_padding
 
 _QUICK = "Quick form"
 _STACK = "Stacks and architectures"

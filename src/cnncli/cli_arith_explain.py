@@ -209,7 +209,7 @@ def draw_form(o) -> None:
     stdout_console().print(result.text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _draw_shape(o, draw) -> tuple[int, ...]:
+def _draw_shape(o) -> tuple[int, ...]:
     from cnncli.cli_arith_run import parse_shape
 
     if o.input is None:
@@ -221,8 +221,8 @@ def _draw_shape(o, draw) -> tuple[int, ...]:
 def _draw_inputs(o, draw):
     """Values, kernel, `draw.Setup` and (tconv) output size from the options, checked."""
     values = draw.parse_values(o.values) if o.values else None
-    shape = draw.shape_of(values) if values else _draw_shape(o, draw)
-    if values and o.input and _draw_shape(o, draw) != shape:
+    shape = draw.shape_of(values) if values else _draw_shape(o)
+    if values and o.input and _draw_shape(o) != shape:
         raise UsageError(f"INPUT {o.input} does not match --values ({'x'.join(map(str, shape))})", hint="drop INPUT")
     draw.check_small(shape)
     nd = len(shape)

@@ -168,7 +168,7 @@ def _resolve(o: Options) -> tuple[list, tuple[int, ...], str | None, int | None]
             raise UsageError("give --arch or layer tokens, not both")
         default = zoo.default_input(o.arch)
         shape = _stack_shape(o.input, default) if o.input else default
-        return list(zoo.build(o.arch, o.classes)), shape, f"{o.arch} ({zoo.summary(o.arch)})", o.classes
+        return list(zoo.build(o.arch, o.classes)), shape, f"{o.arch}: {zoo.summary(o.arch)}", o.classes
     if not o.tokens:
         raise UsageError(
             f"INPUT {o.input} needs layer tokens or --arch",
@@ -196,25 +196,26 @@ def _from_recipe(o: Options) -> tuple[list, tuple[int, ...], str | None, int | N
         raise CnnCliError("recipe input needs the train issue") from None
     if o.tokens or o.arch:
         raise UsageError("a recipe INPUT takes no layer tokens or --arch", hint="edit [model] in the recipe")
+    from cnncli.datashape import peek
+
     recipe = load_recipe(o.input)
     model = recipe.model
-    classes = o.classes or getattr(model, "num_classes", None)
-    arch = getattr(model, "arch", None)
+    data_shape, data_classes = peek(recipe.data)
+    classes = o.classes or model.num_classes or data_classes
+    arch = model.arch
     specs = list(zoo.build(arch, classes)) if arch else list(parse_layers(model.layers))
-    shape = parse_shape(o.shape) if o.shape else _recipe_shape(recipe, arch)
+    shape = parse_shape(o.shape) if o.shape else _recipe_shape(data_shape, arch)
     return specs, shape, f"{o.input}" + (f" ({arch})" if arch else ""), classes
 
 
-def _recipe_shape(recipe, arch: str | None) -> tuple[int, ...]:
-    for owner in (recipe, getattr(recipe, "model", None), getattr(recipe, "data", None)):
-        shape = getattr(owner, "input_shape", None)
-        if shape:
-            return tuple(int(v) for v in shape)
+def _recipe_shape(data_shape: tuple[int, ...] | None, arch: str | None) -> tuple[int, ...]:
+    if data_shape:
+        return data_shape
     if arch:
         return zoo.default_input(arch)
     raise CnnCliError(
-        "the recipe does not state its input shape (it comes from the data)",
-        hint="give it with --shape, e.g. --shape 28x28x1",
+        "the recipe's input shape comes from its data, which conv-arith cannot read without loading it",
+        hint="give it with --shape, e.g. --shape 28x28x1 (or see `cnncli train RECIPE --dry-run`)",
     )
 
 

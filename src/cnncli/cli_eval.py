@@ -37,7 +37,7 @@ def eval_run(
     ] = None,
     worst: Annotated[int, typer.Option("--worst", help="Also draw the N most confidently wrong examples (worst.png).", min=0)] = 0,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Folder for confusion.png and worst.png. Default: RUN/eval/<split>.")
+        Path | None, typer.Option("--out", "-o", help="Folder for confusion.png and worst.png. Default: RUN/eval/SPLIT.")
     ] = None,
     ema: EmaOpt = False,
     json_out: JsonOpt = False,
@@ -46,7 +46,7 @@ def eval_run(
 
     The model is rebuilt from the run's saved recipe; no Python needed. Evaluating the
     final checkpoint on the recipe's split reproduces the eval accuracy training logged.
-    Writes confusion.png (and worst.png with --worst) to RUN/eval/<split>/ or --out.
+    Writes confusion.png (and worst.png with --worst) to RUN/eval/SPLIT/ or --out.
 
     **ECE** is the expected calibration error over 15 equal-width confidence bins: the
     gap between how sure the model is and how often it is right. **throughput** counts
@@ -62,7 +62,7 @@ def eval_run(
 
       cnncli eval runs/quickstart --json | jq .accuracy
     """
-    from cnncli import images
+    from cnncli import figures
     from cnncli.evaluate import evaluate_split, load_eval_split
     from cnncli.report_eval import print_eval
     from cnncli.runs import load_run
@@ -71,8 +71,8 @@ def eval_run(
     data, split_name, source_name, warnings = load_eval_split(loaded, split, source)
     result = evaluate_split(loaded, data, split=split_name, source=source_name, worst=worst, warnings=warnings)
     out_dir = out if out is not None else loaded.workdir / "eval" / _slug(source_name, loaded, split_name)
-    pngs = images.write_eval_pngs(result, data.x, loaded.data.get("value_range") or (0, 255), out_dir)
-    print_eval(result, pngs, json_out=json_out)
+    pngs = figures.write_eval_pngs(result, data.x, loaded.data.get("value_range") or (0, 255), out_dir)
+    print_eval(result, pngs, json_out=json_out, worst_asked=worst)
 
 
 def _slug(source: str, run, split: str) -> str:
@@ -103,7 +103,7 @@ def predict(
 
       cnncli predict runs/quickstart batch.npy --top-k 3 --json
     """
-    from cnncli.evaluate import predict_files
+    from cnncli.predict import predict_files
     from cnncli.report_eval import print_predictions
     from cnncli.runs import load_run
 

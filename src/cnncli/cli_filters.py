@@ -39,7 +39,7 @@ def inspect_filters(
         int, typer.Option("--examples", help="Eval-split examples for dead-ReLU fractions and patches.", min=0)
     ] = 1024,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Folder for the PNGs. Default: RUN/filters/<layer>.")
+        Path | None, typer.Option("--out", "-o", help="Folder for the PNGs. Default: RUN/filters/LAYER.")
     ] = None,
     checkpoint: CheckpointOpt = "latest",
     ema: EmaOpt = False,
@@ -48,7 +48,7 @@ def inspect_filters(
     """Show what a trained network learned: filter grids, filter health, feature maps, patches.
 
     Writes filters.png (the layer's kernels, mid-gray = 0; RGB for a first layer on
-    colour images) to RUN/filters/<layer>/ or --out, and previews it in the terminal.
+    colour images) to RUN/filters/LAYER/ or --out, and previews it in the terminal.
     The health table gives each filter's L2 norm, mean and std, the fraction of
     validation examples on which its ReLU is dead, and its most similar other filter;
     dead, near-zero and near-duplicate filters are flagged.
@@ -70,7 +70,7 @@ def inspect_filters(
     """
     import os
 
-    from cnncli import images, report
+    from cnncli import figures, images, report
     from cnncli.cli_eval import checkpoint_arg
     from cnncli.filters import conv_layers, inspect_layer
     from cnncli.report_eval import print_conv_list, print_filters
@@ -85,8 +85,8 @@ def inspect_filters(
         index=index, patches=patches, top_k=top_k, max_filters=filters, examples=examples,
     )  # fmt: skip
     out_dir = out if out is not None else loaded.workdir / "filters" / rep.info.name
-    rep.pngs = images.write_filter_pngs(rep, loaded.data.get("value_range") or (0, 255), loaded.class_names, out_dir)
+    rep.pngs = figures.write_filter_pngs(rep, loaded.data.get("value_range") or (0, 255), loaded.class_names, out_dir)
     preview = None
     if not json_out and report.is_interactive() and "NO_COLOR" not in os.environ:
-        preview = images.terminal_image(images.filter_grid_terminal(rep.grid))
+        preview = images.terminal_image(figures.filter_grid_terminal(rep.grid))
     print_filters(rep, json_out=json_out, preview=preview)

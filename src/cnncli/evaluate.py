@@ -279,7 +279,7 @@ def load_eval_split(run, split: str | None = None, source: str | None = None):
     source = source or cfg.source
     if source != cfg.source:
         cfg = cfg.model_copy(update={"source": source})
-    data, names, value_range = load_split(source, split, cfg)
+    data, names, _ = load_split(source, split, cfg)
     where = f"{source} [{split}]"
     shape = tuple(data.x.shape[1:])
     if shape != run.input_shape:
@@ -289,13 +289,26 @@ def load_eval_split(run, split: str | None = None, source: str | None = None):
         )
     check_classes(run, names, data.y, where)
     warnings = []
-    trained = tuple(run.data.get("value_range") or ())
-    if trained and tuple(map(float, value_range)) != tuple(map(float, trained)):
+    trained = run.data.get("value_range")
+    actual = (float(data.x.min()), float(data.x.max())) if data.x.size else None
+    if source != run.recipe.data.source and trained and actual and _scale_differs(actual, trained):
         warnings.append(
-            f"{where}: raw values range over {list(value_range)} but the run trained on {list(trained)}; "
-            "the model normalizes with its training statistics, so results may be off"
+            f"{where}: raw values range over {_range(actual)} but the run trained on {_range(trained)}; "
+            "inputs are normalized with the training statistics, so check the data's scale"
         )
     return data, split, source, warnings
+
+
+def _scale_differs(new, trained) -> bool:
+    """True when the raw value scales differ by more than 1.5x (0..255 vs 0..1 vs 0..16)."""
+    span_new, span_old = float(new[1]) - float(new[0]), float(trained[1]) - float(trained[0])
+    if span_old <= 0 or span_new <= 0:
+        return False
+    return not (1 / 1.5 <= span_new / span_old <= 1.5)
+
+
+def _range(r) -> str:
+    return f"{float(r[0]):g}..{float(r[1]):g}"
 
 
 def check_classes(run, names: list[str], labels: np.ndarray, where: str) -> None:
@@ -348,108 +361,3 @@ def evaluate_split(run, data, *, split: str, source: str, worst: int = 0, warnin
         compile_seconds=predictor.compile_seconds, batch_size=predictor.batch_size, workdir=str(run.workdir),
         worst=most_confidently_wrong(logits, data.y, worst) if worst else [], warnings=list(warnings or []),
     )  # fmt: skip
-
-
-# ------------------------------------------------------------------- predict
-@dataclass
-class Prediction:
-    """The top classes for one input."""
-
-    input: str
-    top: list[dict]  # [{"class": name, "index": i, "probability": p}, ...]
-    note: str | None = None  # e.g. "resized from 28x28"
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def load_inputs(run, paths: list[str | Path]) -> tuple[np.ndarray, list[str], list[str | None]]:
-    """Read PNG/JPEG images or ``.npy`` arrays as raw inputs of the run's shape.
-
-    Images are converted to the run's channels (L or RGB), resized to its spatial size
-    if needed, and their 0..255 pixels mapped linearly onto the run's raw value range
-    (e.g. 0..16 for the digits). A ``.npy`` holds raw values already: one example
-    ``input_shape`` (the channel axis may be left out when there is one channel) or a
-    batch ``(N, *input_shape)``.
-
-    Returns:
-        ``(x (N, *input_shape) float32, names, notes)``.
-    """
-    xs, names, notes = [], [], []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise DataError(f"input file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            batch = _load_npy(run, path)
-            xs.extend(batch)
-            names.extend([str(path)] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))])
-            notes.extend([None] * len(batch))
-        elif suffix in IMAGE_SUFFIXES:
-            x, note = _load_image(run, path)
-            xs.append(x)
-            names.append(str(path))
-            notes.append(note)
-        else:
-            raise UsageError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}", hint="give .png, .jpg or .npy files")
-    return np.stack(xs).astype(np.float32), names, notes
-
-
-def _load_npy(run, path: Path) -> list[np.ndarray]:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise DataError(f"{path}: cannot read as .npy: {err}") from None
-    shape = run.input_shape
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"{path}: dtype {arr.dtype} is not numeric")
-    if arr.shape == shape[:-1] and shape[-1] == 1:
-        arr = arr[..., None]
-    if arr.shape == shape:
-        return [arr.astype(np.float32)]
-    if arr.shape[1:] == shape[:-1] and shape[-1] == 1:
-        arr = arr[..., None]
-    if arr.shape[1:] == shape:
-        return list(arr.astype(np.float32))
-    raise DataError(
-        f"{path}: array shape {_shape(arr.shape)} does not fit the run's input {_shape(shape)}",
-        hint=f"save one example of shape {shape} or a batch of shape (N, {', '.join(map(str, shape))})",
-    )
-
-
-def _load_image(run, path: Path) -> tuple[np.ndarray, str | None]:
-    from PIL import Image
-
-    shape = run.input_shape
-    if len(shape) != 3 or shape[-1] not in (1, 3):
-        raise DataError(f"{path}: this run's inputs are {_shape(shape)}, not images", hint="pass a .npy array instead")
-    try:
-        img = Image.open(path)
-        img = img.convert("L" if shape[-1] == 1 else "RGB")
-    except Exception as err:
-        raise DataError(f"{path}: cannot read as an image: {err}") from None
-    note = None
-    h, w = shape[0], shape[1]
-    if img.size != (w, h):
-        note = f"resized from {img.size[1]}x{img.size[0]} to {h}x{w}"
-        img = img.resize((w, h), Image.Resampling.BILINEAR)
-    pixels = np.asarray(img, np.float32).reshape(h, w, shape[-1])
-    lo, hi = (run.data.get("value_range") or (0.0, 255.0))[:2]
-    return lo + pixels / 255.0 * (hi - lo), note
-
-
-def predict_files(run, paths: list[str | Path], top_k: int = 5) -> list[Prediction]:
-    """Top-k classes with probabilities for each input file (see `load_inputs`)."""
-    if top_k < 1:
-        raise UsageError(f"--top-k {top_k}: must be at least 1")
-    x, names, notes = load_inputs(run, paths)
-    predictor = Predictor(run, eval_batch_size(run, len(x)))
-    logits, _ = predictor.logits(x)
-    probs = softmax(logits)
-    out = []
-    for name, note, p in zip(names, notes, probs):
-        order = np.argsort(-p, kind="stable")[: min(top_k, len(p))]
-        top = [{"class": run.class_names[i], "index": int(i), "probability": float(p[i])} for i in order]
-        out.append(Prediction(name, top, note))
-    return out

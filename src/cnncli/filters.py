@@ -344,7 +344,7 @@ def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compar
     rep = FilterReport(info, run.step, grid, filter_health(kernel, dead, init), 0 if x is None else len(x),
                        compare_init, warnings=warnings)  # fmt: skip
     if image is not None:
-        from cnncli.evaluate import load_inputs
+        from cnncli.predict import load_inputs
 
         xs, names, notes = load_inputs(run, [image])
         rep.warnings += [f"{image}: {n}" for n in notes if n]

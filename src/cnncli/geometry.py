@@ -19,7 +19,12 @@ Conventions (they match torchvision's published parameter counts):
   not counted.
 - Blocks (resblock, bottleneck, denseblock, transition) are one row each, with the
   sums of their inner layers; their inner layers are in `LayerInfo.children`, named
-  as the model builder names them (``resblock1.conv1``, ``resblock1.proj``, ...).
+  as the model builder names them (``resblock1.conv1``, ``resblock1.proj``, ...);
+  see `cnncli.geometry_blocks`. A block's receptive field is the max over its paths.
+- Receptive field and jump follow Araujo et al. (Distill 2019), in input pixels per
+  spatial axis. gap/flatten act as one window over the whole input (so their RF is
+  the span of every path, padding included); a tconv's jump is fractional and its
+  RF an approximation (alignment ignored).
 
 Pure Python: no jax or numpy.
 """
@@ -349,7 +354,7 @@ def pool_layer(spec: Pool, name: str, state: _State, ctx: _Ctx) -> tuple[LayerIn
 
 
 def _pool_flops(kind: str, window: int, outputs: int) -> int:
-    """Window ops per output: max k-1 compares, avg k adds+1 divide... counted as k, l2 2k."""
+    """Window ops per output: max k-1 compares; avg k (k-1 adds and a divide); l2 2k (squares, adds, root)."""
     per = {"maxpool": window - 1, "gmp": window - 1, "avgpool": window, "gap": window, "l2pool": 2 * window}
     return per[kind] * outputs
 

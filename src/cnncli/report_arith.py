@@ -93,6 +93,8 @@ def layer_table(analysis: Analysis, *, title: str | None = None) -> Table:
         f"{analysis.counting.describe()}. RF and jump in input pixels. "
         "Act mem: float32 output per example."
     )
+    if any(row.kind == "tconv" for row in analysis.layers):
+        caption += " tconv p: the padding of the conv being transposed (PyTorch), op: output padding."
     heading = f"{title}, input {shape_text(analysis.input)}" if title else f"input {shape_text(analysis.input)}"
     table = Table(title=heading, caption=caption, show_footer=True, caption_justify="left")
     columns = [

@@ -16,6 +16,7 @@ from rich.table import Table
 from cnncli.report import print_json, stderr_console, stdout_console, to_jsonable, warn
 
 MAX_CONFUSION_TABLE = 20  # classes; a wider matrix is only drawn in confusion.png
+MAX_HEALTH_ROWS = 64  # filters in the health table; flagged ones beyond are still listed
 
 
 def _pct(v: float | None) -> str:
@@ -45,7 +46,7 @@ def eval_json(result, pngs: dict[str, Path | None]) -> dict[str, Any]:
     return out
 
 
-def print_eval(result, pngs: dict[str, Path | None], *, json_out: bool) -> None:
+def print_eval(result, pngs: dict[str, Path | None], *, json_out: bool, worst_asked: int = 0) -> None:
     """Print an `cnncli.evaluate.EvalResult`: summary, per-class table, confusion table, worst."""
     for text in result.warnings:
         warn(text)
@@ -62,7 +63,8 @@ def print_eval(result, pngs: dict[str, Path | None], *, json_out: bool) -> None:
     summary = Table(show_header=False, box=None, padding=(0, 2))
     summary.add_row("accuracy", _pct(result.accuracy))
     summary.add_row("top-5 accuracy", _pct(result.top5_accuracy) if result.top5_accuracy is not None else "- (5 classes or fewer)")
-    summary.add_row("loss", f"{result.loss:.4f}  (mean cross-entropy)")
+    loss = f"{result.loss:.4f}" if result.loss >= 1e-3 else f"{result.loss:.2e}"
+    summary.add_row("loss", f"{loss}  (mean cross-entropy)")
     summary.add_row("calibration error", f"{result.ece:.4f}  (ECE, 15 bins)")
     summary.add_row("throughput", f"{result.throughput:,.0f} images/s  (batch {result.batch_size}, "
                     f"compile {result.compile_seconds:.2f} s excluded)")  # fmt: skip
@@ -74,6 +76,8 @@ def print_eval(result, pngs: dict[str, Path | None], *, json_out: bool) -> None:
         console.print(f"confusion matrix: {len(result.class_names)} classes, see confusion.png or --json")
     if result.worst:
         console.print(worst_table(result))
+    elif worst_asked:
+        console.print("no wrongly classified examples: nothing to draw for --worst")
     _wrote({k.replace("_", " "): v for k, v in pngs.items()})
 
 
@@ -196,7 +200,7 @@ def print_filters(rep, *, json_out: bool, preview=None) -> None:
         markup=True, highlight=False, soft_wrap=True,
     )  # fmt: skip
     if preview is not None:
-        console.print(preview)
+        _picture_console().print(preview)
     console.print(health_table(rep))
     flags = rep.flags()
     summary = ", ".join(f"{len(v)} {k}" for k, v in flags.items() if v) or "no dead, near-zero or near-duplicate filters"
@@ -213,6 +217,21 @@ def print_filters(rep, *, json_out: bool, preview=None) -> None:
     _wrote({k.replace("_", " "): v for k, v in rep.pngs.items()})
 
 
+def _picture_console():
+    """stdout with at least 256 colours: the 16-colour fallback has only 4 grays.
+
+    Truecolor when the terminal says so (``COLORTERM``); 256 colours otherwise, which
+    every current terminal emulator supports.
+    """
+    import os
+    import sys
+
+    from rich.console import Console
+
+    depth = "truecolor" if os.environ.get("COLORTERM", "").lower() in ("truecolor", "24bit") else "256"
+    return Console(file=sys.stdout, force_terminal=True, color_system=depth, highlight=False)
+
+
 def health_table(rep) -> Table:
     """Per filter: L2, mean, std, dead fraction, nearest filter (cosine), init distance, flags."""
     table = Table(title="filter health", title_justify="left", header_style="bold")
@@ -221,13 +240,20 @@ def health_table(rep) -> Table:
         cols += ["moved", "moved / |w0|", "cos(w, w0)"]
     for name in cols + ["flags"]:
         table.add_column(name, justify="left" if name in ("flags", "nearest (cos)") else "right")
-    for s in rep.health:
+    shown = [s for s in rep.health if s.index < MAX_HEALTH_ROWS or s.flags]
+    for s in shown:
         nearest = "-" if s.nearest is None else f"{s.nearest} ({s.cosine:.2f})"
         row = [str(s.index), _num(s.l2), f"{s.mean:+.3f}", _num(s.std), _pct(s.dead_fraction) if s.dead_fraction is not None else "-", nearest]
         if rep.compared_to_init:
             row += [_num(s.init_distance), _num(s.init_relative, 2), _num(s.init_cosine, 2)]
         row.append(f"[yellow]{', '.join(s.flags)}[/]" if s.flags else "")
         table.add_row(*row)
-    dead = "dead: ReLU output 0 at every position, fraction of the validation examples"
-    table.caption = f"{dead}" if rep.num_examples else "dead: no validation data"
+    if any(s.dead_fraction is not None for s in rep.health):
+        dead = f"dead: fraction of {rep.num_examples} validation examples on which the ReLU output is 0 everywhere"
+    elif rep.num_examples:
+        dead = f"dead: - (no ReLU right after {rep.info.name})"
+    else:
+        dead = "dead: - (no validation data)"
+    more = len(rep.health) - len(shown)
+    table.caption = dead + (f"; {more} unflagged filters not shown (all in --json)" if more else "")
     return table

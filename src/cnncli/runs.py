@@ -104,7 +104,7 @@ def load_run(path: str | Path, checkpoint: str | int = "latest", *, ema: bool = 
     if ema and not isinstance(tree.get("ema"), dict):
         raise CheckpointError(f"{workdir}: this run kept no EMA weights", hint="drop --ema")
     params = from_tree(params, tree[key])
-    rest = from_tree(rest, tree["rest"])
+    rest = from_tree(rest, tree.get("rest", {}))  # orbax drops empty subtrees: a model without bn/dropout has none
     model = nnx.merge(graphdef, jax.tree.map(jax.numpy.asarray, params), jax.tree.map(jax.numpy.asarray, rest))
     model.eval()
     return LoadedRun(workdir, recipe, data, model, specs, step, meta, "ema" if ema else "raw")

@@ -16,8 +16,10 @@ and ``ClassLabel`` features, else its ``supervised_keys``); ``data.image_key`` a
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
+import sys
 
 import numpy as np
 
@@ -29,16 +31,20 @@ CHUNK = 1024  # examples per __getitems__ call: one array_record read batch
 TF_INSTALL = "uv pip install tensorflow-cpu"  # optional: only `data prepare` of image datasets needs it
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence absl's INFO/WARNING chatter ("Variant folder ... has no dataset_info.json")."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def _quiet(fn):
+    """Silence absl's INFO/WARNING chatter ("Variant folder ... has no dataset_info.json") in ``fn``."""
+
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        logger = logging.getLogger("absl")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            logger.setLevel(level)
+
+    return quiet
 
 
 def _tfds():
@@ -47,18 +53,18 @@ def _tfds():
     return tfds
 
 
+@_quiet
 def builder(name: str, data_dir: str | None):
     """The TFDS builder for ``name`` (registered, or read from files in ``data_dir``); never downloads."""
     tfds = _tfds()
     try:
-        with _quiet():
-            return tfds.builder(name, data_dir=data_dir)
+        return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         known = tfds.list_builders(with_community_datasets=False)  # local registry: no network
         guess = did_you_mean(name, known)
         raise DataError(
             f"tfds:{name}: no such TFDS dataset" + (f"; did you mean tfds:{guess}?" if guess else ""),
-            hint="list them with: python -c 'import tensorflow_datasets as t; print(t.list_builders())'",
+            hint="the catalog: https://www.tensorflow.org/datasets/catalog/overview",
         ) from None
 
 
@@ -66,12 +72,12 @@ def _command(name: str, data_dir: str | None) -> str:
     return f"cnncli data prepare tfds:{name}" + (f" --data-dir {data_dir}" if data_dir else "")
 
 
+@_quiet
 def open_source(name: str, split: str, data_dir: str | None):
     """``tfds.data_source`` for one split, failing at once (no network) with what to do."""
     tfds = _tfds()
     try:
-        with _quiet():
-            return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError:
         builder(name, data_dir)  # raises the did-you-mean DataError
         raise
@@ -164,6 +170,7 @@ def _read(source, keys: tuple[str, str], shape: tuple[int, int, int], where: str
     return x, y
 
 
+@_quiet
 def load_tfds_split(name: str, split: str, cfg) -> tuple[Split, list[str], tuple[float, float]]:
     """Read one split (``train``, ``test[:50%]``, ...) of a prepared TFDS dataset into memory."""
     where = f"tfds:{name} [{split}]"
@@ -181,6 +188,7 @@ def load_tfds_split(name: str, split: str, cfg) -> tuple[Split, list[str], tuple
     return Split(x, y.astype(np.int32)), names, (0.0, 255.0)
 
 
+@_quiet
 def tfds_split_sizes(name: str, cfg) -> dict[str, int]:
     """Examples per split: from the prepared dataset's info, else by opening each usual split."""
     found = builder(name, cfg.data_dir)
@@ -197,6 +205,11 @@ def tfds_split_sizes(name: str, cfg) -> dict[str, int]:
     return sizes
 
 
+def has_tensorflow() -> bool:
+    """True when TensorFlow is installed (looked up, not imported: importing takes ~3.4 s)."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
 def needs_tensorflow(features) -> bool:
     """True when preparing encodes features that TFDS can only encode with TensorFlow."""
     tfds = _tfds()
@@ -204,6 +217,7 @@ def needs_tensorflow(features) -> bool:
     return any(isinstance(f, kinds) for f in getattr(features, "values", lambda: [])())
 
 
+@_quiet
 def prepare(name: str, data_dir: str | None) -> tuple[str, bool]:
     """Download and prepare a TFDS dataset as array_record; needs the network.
 
@@ -218,15 +232,14 @@ def prepare(name: str, data_dir: str | None) -> tuple[str, bool]:
         if "array_record" not in str(getattr(found.info, "file_format", "")).lower():
             raise _explain(name, "train", data_dir, RuntimeError("tfrecord"))
         return str(found.data_dir), True
-    missing_tf = importlib.util.find_spec("tensorflow") is None
-    if missing_tf and needs_tensorflow(found.info.features):
+    if not has_tensorflow() and needs_tensorflow(found.info.features):
         raise DataError(
             f"preparing tfds:{name} needs TensorFlow (TFDS encodes its images with it) and the network; "
             "training on the prepared data needs neither",
             hint=f"install it into this environment: {TF_INSTALL}; then run {_command(name, data_dir)} again",
         )
     try:
-        with _quiet():
+        with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; stdout is for results
             found.download_and_prepare(file_format="array_record")
     except ModuleNotFoundError as err:
         raise DataError(f"preparing tfds:{name} needs {err.name}", hint=f"{TF_INSTALL} (or pip install {err.name})") from None

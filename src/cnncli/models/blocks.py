@@ -3,7 +3,9 @@
 Sub-layers are attributes with fixed names, so parameter paths read
 ``('resblock1', 'conv2', 'kernel')``, ``('resblock1', 'proj', 'kernel')``,
 ``('denseblock1', 'layer3', 'conv1', 'kernel')``, ``('transition1', 'conv', 'kernel')``.
-Every block conv has no bias (a BatchNorm follows) and zero padding.
+Every block conv has no bias (a BatchNorm follows) and zero padding: ``k // 2`` on
+both sides for odd kernels, XLA ``same`` when a kernel size is even (`shapes.block_pads`,
+the rule `cnncli.geometry_blocks` uses).
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ class DenseBlock(nnx.Module):
 
     def __init__(self, spec: L.DenseBlock, shape, rngs: nnx.Rngs, where: str):
         sizes, in_c = spatial(shape, where)
-        self.layer_names = [f"layer{i + 1}" for i in range(spec.layers)]
+        self.layer_names = tuple(f"layer{i + 1}" for i in range(spec.layers))
         for i, name in enumerate(self.layer_names):
             channels = in_c + i * spec.growth
             setattr(self, name, DenseLayer(channels, spec.growth, spec.bn_size, len(sizes), rngs))

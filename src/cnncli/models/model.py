@@ -9,7 +9,7 @@ import jax
 from flax import nnx
 
 from cnncli import layers as L
-from cnncli.errors import LayerError, ShapeError, unknown_choice
+from cnncli.errors import LayerError, unknown_choice
 from cnncli.models import ops
 from cnncli.models.blocks import BLOCKS
 
@@ -32,9 +32,11 @@ def make_layer(spec: L.LayerSpec, shape: tuple[int, ...], num_classes: int, rngs
 class Model(nnx.Module):
     """A CNN built from `LayerSpec`s; ``model(x)`` maps ``(N, *input_shape)`` to ``(N, *output_shape)``.
 
+    Static attributes are tuples, so the graphdef stays hashable (a static argument
+    to ``jax.jit``).
+
     Attributes:
-        layer_names: ``cnncli.layers.layer_names(specs)``; each is an attribute holding
-            that layer's module, so its parameters live under ``(name, ...)``.
+        names: ``cnncli.layers.layer_names(specs)`` as a tuple (see `layer_names`).
         input_shape: per-example input shape, channels last.
         layer_shapes: per-example output shape of each layer, in order.
         output_shape: per-example output shape of the last layer.
@@ -42,13 +44,14 @@ class Model(nnx.Module):
 
     def __init__(self, specs: Sequence[L.LayerSpec], input_shape: Sequence[int], num_classes: int,
                  *, rngs: nnx.Rngs | None, abstract: bool = False):  # fmt: skip
+        """See `build_model`; ``abstract=True`` builds shapes only (`abstract_model`)."""
         if not specs:
             raise LayerError("no layers given", hint="e.g. conv:c=16,k=3,p=same relu gap dense:c=10")
         self.input_shape = tuple(int(i) for i in input_shape)
-        self.layer_names = L.layer_names(specs)
+        self.names = tuple(L.layer_names(specs))
         shape = self.input_shape
         layer_shapes = []
-        for name, spec in zip(self.layer_names, specs):
+        for name, spec in zip(self.names, specs):
             where = f"{name} ({L.to_token(spec)})"
             if abstract:
                 module, shape = _abstract_layer(spec, shape, num_classes, where)
@@ -56,11 +59,17 @@ class Model(nnx.Module):
                 module, shape = make_layer(spec, shape, num_classes, rngs, where)
             setattr(self, name, module)
             layer_shapes.append(tuple(shape))
-        self.layer_shapes = layer_shapes
+        self.layer_shapes = tuple(layer_shapes)
         self.output_shape = tuple(shape)
 
+    @property
+    def layer_names(self) -> list[str]:
+        """``cnncli.layers.layer_names(specs)``: each is an attribute holding that layer's
+        module, so its parameters live under ``(name, ...)``."""
+        return list(self.names)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        for name in self.layer_names:
+        for name in self.names:
             x = getattr(self, name)(x)
         return x
 
@@ -73,11 +82,11 @@ class Model(nnx.Module):
             modules are `nnx.Conv` or `nnx.ConvTranspose` instances.
         """
         found = []
-        for name in self.layer_names:
+        for name in self.names:
             for path, module in nnx.iter_modules(getattr(self, name)):
                 if isinstance(module, ConvModule):
                     found.append(((name, *map(str, path)), module))
-        found.sort(key=lambda item: (self.layer_names.index(item[0][0]), _natural(item[0][1:])))
+        found.sort(key=lambda item: (self.names.index(item[0][0]), _natural(item[0][1:])))
         return [(".".join(path), module) for path, module in found]
 
 
@@ -124,10 +133,10 @@ def forward_with_activations(model: Model, x: jax.Array, names: Iterable[str]) -
     """
     wanted = set(names)
     for name in wanted:
-        if name not in model.layer_names:
-            raise LayerError(unknown_choice("layer", name, model.layer_names))
+        if name not in model.names:
+            raise LayerError(unknown_choice("layer", name, model.names))
     captured = {}
-    for name in model.layer_names:
+    for name in model.names:
         x = getattr(model, name)(x)
         if name in wanted:
             captured[name] = x
@@ -167,5 +176,3 @@ def abstract_model(specs: Sequence[L.LayerSpec], input_shape: Sequence[int], num
     """
     return Model(specs, input_shape, num_classes, rngs=None, abstract=True)
 
-
-__all__ = ["Model", "ShapeError", "abstract_model", "build_model", "forward_with_activations", "param_count"]
