@@ -1,0 +1,127 @@
+"""Scaling out on JAX's own runtime: a device mesh, shardings, multi-process start-up.
+
+Data parallelism is the default: a 1-D mesh over every device JAX sees, the batch split
+along ``data``, parameters and optimizer state replicated. ``[train] mesh = {data = N,
+model = M}`` adds a ``model`` axis along which the kernels of dense layers are split
+(their output features), for models whose classifier dominates memory.
+
+Nothing here is home-made communication: ``jax.jit`` with explicit in/out shardings
+lets XLA's SPMD partitioner insert the all-reduces (gradients, batch-norm statistics
+over the global batch) and the gathers.
+
+Multi-host: ``cnncli train RECIPE --coordinator HOST:PORT --num-processes N
+--process-id I`` calls ``jax.distributed.initialize``; with no flags, the environment
+variables JAX itself understands (SLURM, Cloud TPU, Kubernetes/JobSet) are used when
+present.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cnncli.errors import UsageError
+
+# Environment variables that mean "this process is one of several" to jax.distributed.
+_CLUSTER_ENV = ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> bool:
+    """Start JAX's distributed runtime when asked to, or when a cluster says so.
+
+    Returns:
+        True when the runtime was started (more than one process may be running).
+    """
+    import jax
+
+    explicit = coordinator is not None or num_processes is not None or process_id is not None
+    if explicit:
+        if coordinator is None or num_processes is None or process_id is None:
+            raise UsageError(
+                "--coordinator, --num-processes and --process-id go together",
+                hint="e.g. --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0",
+            )
+        if not 0 <= process_id < num_processes:
+            raise UsageError(f"--process-id {process_id} must be in [0, {num_processes})")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+        return True
+    if any(os.environ.get(name) for name in _CLUSTER_ENV) and os.environ.get("CNNCLI_NO_DISTRIBUTED") is None:
+        jax.distributed.initialize()  # reads SLURM / TPU / JobSet variables itself
+        return True
+    return False
+
+
+def make_mesh(data: int | None = None, model: int = 1):
+    """A ``(data, model)`` mesh over every device JAX sees.
+
+    Args:
+        data: devices along the batch axis (default: all devices / model).
+        model: devices along the model axis (dense kernels are split along it).
+    """
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    devices = jax.devices()
+    data = data or len(devices) // model
+    if data * model != len(devices):
+        raise UsageError(
+            f"train.mesh = {{data = {data}, model = {model}}} needs {data * model} devices; JAX sees {len(devices)}",
+            hint=f"use data x model = {len(devices)}",
+        )
+    return Mesh(np.asarray(devices).reshape(data, model), ("data", "model"))
+
+
+def check_batch(batch_size: int, mesh) -> None:
+    """The global batch must split evenly over the ``data`` axis."""
+    n = mesh.shape["data"]
+    if batch_size % n:
+        below = batch_size - batch_size % n
+        above = below + n
+        options = ", ".join(str(b) for b in (below, above) if b > 0)
+        raise UsageError(
+            f"data.batch_size = {batch_size} does not split over {n} devices",
+            hint=f"use a multiple of {n}: {options} (e.g. --set data.batch_size={above})",
+        )
+
+
+def replicated(mesh):
+    """Every device holds the whole array."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh):
+    """The leading (batch) axis is split over ``data``."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def state_shardings(state: Any, mesh) -> Any:
+    """Shardings for a train state: replicated, except dense kernels along ``model``.
+
+    A leaf is split along ``model`` when it is a 2-D kernel whose last (output) axis
+    divides evenly; the optimizer's moments have the same shapes and follow the same
+    rule, so they are split the same way.
+    """
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    m = mesh.shape["model"]
+
+    def rule(leaf):
+        shape = getattr(leaf, "shape", ())
+        if m > 1 and len(shape) == 2 and shape[-1] % m == 0 and shape[-1] >= m:
+            return NamedSharding(mesh, PartitionSpec(None, "model"))
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree.map(rule, state)
+
+
+def is_main_process() -> bool:
+    """True on the process that writes files and prints (process 0)."""
+    import jax
+
+    return jax.process_index() == 0
