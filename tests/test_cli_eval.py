@@ -36,11 +36,12 @@ def test_eval_json_carries_the_pinned_keys(trained_run, tmp_path, capsys):
     assert sum(map(sum, data["confusion"])) == 359
     assert data["per_class"][0].keys() >= {"name", "precision", "recall", "f1", "accuracy", "support"}
     assert len(data["worst"]) == 4 and data["split"] == "test"
-    for key, size in (("confusion_png", (300, 300)), ("worst_png", (2 * 80, 2 * 80))):
-        with Image.open(data[key]) as img:
+    assert data["pngs"].keys() == {"confusion", "worst"}
+    for key, size in (("confusion", (300, 300)), ("worst", (2 * 80, 2 * 80))):
+        with Image.open(data["pngs"][key]) as img:
             assert img.format == "PNG" and img.mode == "RGB"
             assert img.width >= size[0] and img.height >= size[1]
-    assert data["confusion_png"] == str(tmp_path / "confusion.png")
+    assert data["pngs"]["confusion"] == str(tmp_path / "confusion.png")
 
 
 def test_eval_writes_into_the_run_and_prints_plain_tables(trained_run, tmp_path, capsys):
@@ -94,3 +95,16 @@ def test_predict_json_and_table(trained_run, tmp_path, capsys):
     assert pred["top"][0].keys() == {"class", "index", "probability"}
     code, out, _ = cli(["predict", str(trained_run), str(tmp_path / "x.npy")], capsys)
     assert code == 0 and "probability" in out and "\x1b[" not in out
+
+
+def test_eval_a_run_without_batch_norm(tmp_path, capsys):
+    """A model with no bn/dropout saves no 'rest' state (orbax drops empty subtrees)."""
+    from cnncli.recipe import load_recipe
+    from cnncli.train import fit
+
+    recipe = tmp_path / "plain.toml"
+    recipe.write_text('[data]\nsource = "digits"\n[model]\nlayers = ["conv:c=4,k=3", "relu", "gap", "dense"]\n'
+                      "[train]\nsteps = 2\n")  # fmt: skip
+    summary = fit(load_recipe(recipe), tmp_path / "run")
+    code, out, _ = cli(["eval", str(tmp_path / "run"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["accuracy"] == summary["eval_accuracy"]

@@ -93,3 +93,5 @@ def test_errors(trained_run, tmp_path, capsys):
     assert code == 1 and f"error: run directory {tmp_path / 'nowhere'} not found" in err
     code, _, err = cli(["inspect-filters", str(trained_run), "--index", "0", "--image", "x.png", "-o", str(tmp_path)], capsys)
     assert code == 2 and "error: give --image or --index, not both" in err
+    code, _, err = cli(["inspect-filters", str(trained_run), "--patches", "--examples", "0", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "error: --patches needs eval-split examples" in err

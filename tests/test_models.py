@@ -114,7 +114,13 @@ def test_built_shapes_and_params_match_geometry(tokens, input_shape):
     assert model.output_shape == analysis.output
 
 
-@pytest.mark.parametrize("name", zoo.names())
+# Deeper variants of architectures already covered: 2-10 s each on 2 busy cores.
+SLOW_ZOO = {"resnet101", "resnet152", "resnet110", "densenet169"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_ZOO else n for n in zoo.names()]
+)
 def test_zoo_builds_with_geometry_shapes_and_params(name):
     specs = zoo.build(name)
     input_shape = zoo.default_input(name)
@@ -129,7 +135,7 @@ def test_zoo_builds_with_geometry_shapes_and_params(name):
 
 def test_build_model_is_concrete_and_in_training_mode():
     specs = layers.parse_layers("conv:c=4,k=3,p=same bn relu dropout:r=0.5 gap dense")
-    model = build_model(specs, (6, 6, 1), 3, rngs=nnx.Rngs(params=0, dropout=1))  # default threefry keys
+    model = build_model(specs, (6, 6, 1), 3, rngs=rngs())
     assert model.bn1.use_running_average is False and model.dropout1.deterministic is False
     assert model(jnp.ones((2, 6, 6, 1))).shape == (2, 3)
 
@@ -153,7 +159,6 @@ def test_layer_names_paths_and_globs():
     assert {p.split(".")[0] for p in paths} <= set(model.layer_names)
     assert set(fnmatch.filter(paths, "conv*")) == {"conv1.bias", "conv1.kernel"}
     assert len(fnmatch.filter(paths, "resblock1.*")) == 9  # 3 kernels (no biases) + 3 bn x (scale, bias)
-    assert "resblock1.bias" not in paths  # block convs have no bias
     stats = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
     assert "bn1.mean" in stats and "bn1.mean" not in paths
 
@@ -165,8 +170,8 @@ def test_graphdef_is_hashable():
         "resblock:c=8,sc=pad,s=2 resblock:c=8,s=2 bottleneck:c=2 denseblock:n=2,gr=2 transition:c=4 "
         "dropout ln gelu gap dense"
     )
-    model = abstract_model(specs, (16, 16, 3), 3)
-    assert hash(nnx.graphdef(model)) == hash(nnx.graphdef(abstract_model(specs, (16, 16, 3), 3)))
+    model = abstract_model(specs, (32, 32, 3), 3)
+    assert hash(nnx.graphdef(model)) == hash(nnx.graphdef(abstract_model(specs, (32, 32, 3), 3)))
 
 
 def test_conv_layers_in_layer_order():
@@ -251,9 +256,10 @@ def test_conv_pad_modes_match_naive_reference(token, input_shape):
     dilation = layers.broadcast(spec.dilation, nd, what="d")
     w = np.asarray(conv.kernel[...])
     b = None if conv.bias is None else np.asarray(conv.bias[...])
+    y = model(jnp.asarray(x))
     for n in range(2):
         ref = naive_conv(x[n], w, b, stride, dilation, pads, spec.pad_mode, spec.groups)
-        np.testing.assert_allclose(model(jnp.asarray(x))[n], ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(y[n], ref, rtol=1e-4, atol=1e-5)
 
 
 def test_conv_same_padding_is_xla_same():
@@ -298,17 +304,17 @@ def test_tconv_matches_scatter_reference_and_lax(token):
     spec = layers.parse_token(token)
     input_shape = (3, 4, 2)
     model = build_model([spec], input_shape, 1, rngs=rngs())
-    row = geometry.analyze([spec], input_shape).layers[0] if spec.groups == 1 else None
     x = jax.random.normal(jax.random.key(2), (1, *input_shape))
     y = model(x)
     t = model.tconv1
     w, b = np.asarray(t.kernel[...]), np.asarray(t.bias[...])
     stride = layers.broadcast(spec.stride, 2, what="s")
     dilation = layers.broadcast(spec.dilation, 2, what="d")
-    if row is not None:
+    if spec.groups == 1:
+        row = geometry.analyze([spec], input_shape).layers[0]
         assert y.shape[1:] == row.output
-        lo = [p[0] for p in row.padding]
-    else:  # integer p: the direct conv's low padding
+        lo = [p[0] for p in row.padding]  # the direct conv's low padding, PyTorch's convention
+    else:  # geometry takes g=1 only; this token has p=1
         lo = [1, 1]
     ref = naive_tconv(np.asarray(x[0]), w, stride, dilation, lo, y.shape[1:-1], spec.groups) + b
     np.testing.assert_allclose(y[0], ref, rtol=1e-4, atol=1e-5)
@@ -321,7 +327,13 @@ def test_tconv_matches_scatter_reference_and_lax(token):
 
 
 def _pool_grad(fn, x):
-    return jax.grad(lambda x: jnp.sum(fn(x) * jnp.arange(1.0, 1.0 + fn(x).size).reshape(fn(x).shape)))(x)
+    """Gradient of a weighted sum (distinct weights, so every output's routing shows)."""
+
+    def loss(x):
+        y = fn(x)
+        return jnp.sum(y * jnp.arange(1.0, 1.0 + y.size).reshape(y.shape))
+
+    return jax.jit(jax.grad(loss))(x)  # one compile, not one per eager op
 
 
 @pytest.mark.parametrize(
@@ -482,8 +494,7 @@ def test_batch_norm_train_updates_stats_eval_uses_them():
         # Every block kind in one model: one compile instead of four (compiles dominate here).
         (
             "conv:c=4,k=3,p=1,bias=false bn relu resblock:c=8,s=2 resblock:c=8 resblock:c=12,s=2,sc=pad "
-            "resblock:c=12,sc=pad bottleneck:c=4 bottleneck:c=4,s=2 denseblock:n=2,gr=4,bs=2 transition:c=6 "
-            "bn relu gap dense",
+            "bottleneck:c=4 denseblock:n=2,gr=4,bs=2 transition:c=6 bn relu gap dense",
             (16, 16, 3),
         ),
         ("conv:c=4,k=5,s=2,pm=reflect,p=same relu maxpool:k=3,s=2,p=1 l2pool:k=2 flatten dropout:r=0.2 dense", (40, 2)),

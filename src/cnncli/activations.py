@@ -10,7 +10,8 @@ pixels), output position ``o`` of a layer with jump ``J`` sees input pixels
 
 (Araujo et al., "Computing Receptive Fields of Convolutional Neural Networks",
 Distill 2019); equivalently the box is centred on ``c_0 + o * J``, where the centre
-``c_0`` of output 0 moves by ``((k_eff - 1) / 2 - lo_l) * j_l`` per layer. The box may reach past the image where padding was read; ``clip_lo`` /
+``c_0`` of output 0 moves by ``((k_eff - 1) / 2 - lo_l) * j_l`` per layer. The box may
+reach past the image where padding was read; ``clip_lo`` /
 ``clip_hi`` give the part inside. Nothing here prints.
 """
 
@@ -121,10 +122,12 @@ def shown_layer(run, name: str) -> tuple[str, str]:
     if len(shape) < 2:
         raise UsageError(
             f"{shown} has no spatial output (shape {'x'.join(map(str, shape))})",
-            hint="pick a layer before flatten/gap: " + ", ".join(n for n, s in zip(names, run.model.layer_shapes) if len(s) >= 2),
+            hint="pick a layer before flatten/gap: "
+            + ", ".join(n for n, s in zip(names, run.model.layer_shapes) if len(s) >= 2),
         )
     if len(run.input_shape) > 3:
-        raise UsageError("feature maps and patches are drawn for 1-D and 2-D inputs only", hint="filter grids work for 3-D")
+        raise UsageError("feature maps and patches are drawn for 1-D and 2-D inputs only",
+                         hint="filter grids and the health table work for 3-D")  # fmt: skip
     return name, shown
 
 

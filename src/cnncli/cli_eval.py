@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
-RunArg = Annotated[Path, typer.Argument(help="Run directory made by `cnncli train` (or a checkpoint inside it).", show_default=False)]
+RunArg = Annotated[
+    Path, typer.Argument(help="Run directory made by `cnncli train` (or a checkpoint inside it).", show_default=False)
+]
 CheckpointOpt = Annotated[
-    str, typer.Option("--checkpoint", "-c", help="Which checkpoint: latest, best (highest eval accuracy) or a step number.")
+    str,
+    typer.Option("--checkpoint", "-c", help="Which checkpoint: latest, best (highest eval accuracy) or a step number."),
 ]
 EmaOpt = Annotated[bool, typer.Option("--ema", help="Use the EMA weights (runs trained with train.ema_decay).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
@@ -30,14 +33,22 @@ def checkpoint_arg(text: str) -> str | int:
 def eval_run(
     run: RunArg,
     checkpoint: CheckpointOpt = "latest",
-    split: Annotated[str | None, typer.Option("--split", help="Split to evaluate. Default: the recipe's data.eval_split.")] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split to evaluate. Default: the recipe's data.eval_split.")
+    ] = None,
     source: Annotated[
         str | None,
         typer.Option("--source", help="Another data source with the same input shape and classes, e.g. npz:new.npz."),
     ] = None,
-    worst: Annotated[int, typer.Option("--worst", help="Also draw the N most confidently wrong examples (worst.png).", min=0)] = 0,
+    worst: Annotated[
+        int, typer.Option("--worst", help="Also draw the N most confidently wrong examples (worst.png).", min=0)
+    ] = 0,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Folder for confusion.png and worst.png. Default: RUN/eval/SPLIT.")
+        Path | None,
+        typer.Option(
+            "--out", "-o",
+            help="Folder for confusion.png and worst.png. Default: RUN/eval/SPLIT (RUN/eval/NAME-SPLIT for another --source).",
+        ),
     ] = None,
     ema: EmaOpt = False,
     json_out: JsonOpt = False,
@@ -85,7 +96,10 @@ def _slug(source: str, run, split: str) -> str:
 
 def predict(
     run: RunArg,
-    inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays (raw values, the run's input shape).", show_default=False)],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="PNG/JPEG images or .npy arrays (raw values, the run's input shape).", show_default=False),
+    ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many classes to show per input.", min=1)] = 5,
     checkpoint: CheckpointOpt = "latest",
     ema: EmaOpt = False,

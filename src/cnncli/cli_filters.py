@@ -13,9 +13,12 @@ from cnncli.cli_eval import CheckpointOpt, EmaOpt, JsonOpt, RunArg
 def inspect_filters(
     run: RunArg,
     layer: Annotated[
-        str | None, typer.Option("--layer", "-l", help="Conv layer, as named by --list (conv1, resblock2.conv1). Default: the first.")
+        str | None,
+        typer.Option("--layer", "-l", help="Conv layer, as named by --list (conv1, resblock2.conv1). Default: the first."),
     ] = None,
-    list_: Annotated[bool, typer.Option("--list", help="List the conv layers: name, kernel, filters, input channels.")] = False,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the conv layers: name, kernel, filters, input channels.")
+    ] = False,
     image: Annotated[
         Path | None, typer.Option("--image", help="Show the layer's feature maps for this input (PNG/JPEG or .npy).")
     ] = None,
@@ -30,7 +33,8 @@ def inspect_filters(
         int | None, typer.Option("--filters", help="Filters to draw (default 64 in the grid, 8 with --patches).", min=1)
     ] = None,
     shared_scale: Annotated[
-        bool, typer.Option("--shared-scale", help="One colour scale for all filters (compare strengths), not one per filter.")
+        bool,
+        typer.Option("--shared-scale", help="One colour scale for all filters (compare strengths), not one per filter."),
     ] = False,
     compare_init: Annotated[
         bool, typer.Option("--compare-init", help="Show how far each filter moved from its step-0 weights.")

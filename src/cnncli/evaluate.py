@@ -8,15 +8,14 @@ evaluation does (`cnncli.steps.make_logits_fn`, the same batch size), so evaluat
 the final checkpoint reproduces the ``eval_accuracy`` the run logged.
 
 `classification_metrics` is the pure-numpy core (logits and labels in, metrics out)
-that tests check on hand-built cases. `predict_files` classifies PNG/JPEG/``.npy``
-inputs for ``cnncli predict``. Nothing here prints.
+that tests check on hand-built cases; `Predictor` is the jitted batched inference that
+``cnncli predict`` (`cnncli.predict`) shares. Nothing here prints.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -284,7 +283,8 @@ def load_eval_split(run, split: str | None = None, source: str | None = None):
     shape = tuple(data.x.shape[1:])
     if shape != run.input_shape:
         raise DataError(
-            f"{where}: examples have shape {_shape(shape)} but the run {run.workdir} was trained on {_shape(run.input_shape)}",
+            f"{where}: examples have shape {_shape(shape)} but the run {run.workdir} "
+            f"was trained on {_shape(run.input_shape)}",
             hint="evaluate on data with the same input shape (height x width x channels)",
         )
     check_classes(run, names, data.y, where)

@@ -14,9 +14,7 @@ from PIL import Image, ImageDraw
 
 from cnncli.images import (
     BG,
-    BOX,
     FG,
-    short,
     diverging,
     fit_factor,
     font,
@@ -25,6 +23,7 @@ from cnncli.images import (
     input_tile,
     line_tile,
     save,
+    short,
     side_by_side,
     square_cols,
     text_size,
@@ -218,11 +217,13 @@ def write_eval_pngs(result, x: np.ndarray, value_range, out_dir: str | Path) -> 
     out_dir = Path(out_dir)
     title = (f"{result.source} [{result.split}], step {result.checkpoint_step}: accuracy {100 * result.accuracy:.1f}% "
              f"of {result.num_examples}; colour = fraction of the true class")  # fmt: skip
-    pngs = {"confusion": save(confusion_image(result.confusion, result.class_names, title=title), out_dir / "confusion.png")}
+    confusion = confusion_image(result.confusion, result.class_names, title=title)
+    pngs = {"confusion": save(confusion, out_dir / "confusion.png")}
     if result.worst:
         xs = [x[m.index] for m in result.worst]
         title = f"{len(xs)} most confidently wrong: true -> predicted, confidence, #index"
-        pngs["worst"] = save(worst_image(xs, result.worst, result.class_names, value_range, title=title), out_dir / "worst.png")
+        worst = worst_image(xs, result.worst, result.class_names, value_range, title=title)
+        pngs["worst"] = save(worst, out_dir / "worst.png")
     return pngs
 
 

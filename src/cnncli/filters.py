@@ -22,7 +22,6 @@ A filter's *response* is its channel after the activation that follows the conv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 
@@ -296,7 +295,8 @@ class FilterReport:
 
     def flags(self) -> dict[str, list[int]]:
         """Filter indices per flag."""
-        return {flag: [s.index for s in self.health if flag in s.flags] for flag in ("dead", "near-zero", "near-duplicate")}
+        flags = ("dead", "near-zero", "near-duplicate")
+        return {flag: [s.index for s in self.health if flag in s.flags] for flag in flags}
 
 
 def _validation(run, examples: int, warnings: list[str]):
@@ -335,8 +335,8 @@ def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compar
         raise UsageError("give --image or --index, not both")
     info, kernel = find_conv(run, layer)
     first = conv_layers(run)[0].name == info.name and info.top_level
-    grid = filter_grid(kernel, layer=info.name, shared=shared, rgb=first and info.in_channels == 3 and run.input_shape[-1] == 3,
-                       max_filters=max_filters or 64)  # fmt: skip
+    rgb = first and info.in_channels == 3 and run.input_shape[-1] == 3  # the input image's own colours
+    grid = filter_grid(kernel, layer=info.name, shared=shared, rgb=rgb, max_filters=max_filters or 64)
     warnings: list[str] = []
     x, y = _validation(run, examples, warnings) if (examples > 0 or index is not None or patches) else (None, None)
     dead = dead_fractions(run, info, x) if x is not None else None
@@ -355,5 +355,7 @@ def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compar
                              hint="use 0..N-1 (raise --examples to reach further)")  # fmt: skip
         rep.maps = activations.feature_maps(run, info.name, x[index], input_name=f"eval[{index}]", label=int(y[index]))
     if patches and x is not None:
+        if len(x) == 0:
+            raise UsageError("--patches needs eval-split examples", hint="use --examples N with N > 0")
         rep.patches = activations.top_patches(run, info.name, x, y, filters=max_filters or 8, top_k=top_k)
     return rep

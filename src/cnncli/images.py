@@ -20,7 +20,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 BG = (255, 255, 255)
 FG = (20, 20, 20)
-GRID_BG = (200, 200, 200)  # gaps between tiles
 OUTSIDE = (70, 70, 110)  # receptive field beyond the input (padding)
 BOX = (255, 40, 40)
 # A few anchors of matplotlib's viridis (perceptually uniform, colour-blind safe).

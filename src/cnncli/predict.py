@@ -61,7 +61,8 @@ def load_inputs(run, paths: list[str | Path]) -> tuple[np.ndarray, list[str], li
             names.append(str(path))
             notes.append(note)
         else:
-            raise UsageError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}", hint="give .png, .jpg or .npy files")
+            kind = suffix or "(no suffix)"
+            raise UsageError(f"{path}: unsupported input type {kind!r}", hint="give .png, .jpg or .npy files")
     return np.stack(xs).astype(np.float32), names, notes
 
 

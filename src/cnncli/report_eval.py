@@ -42,7 +42,7 @@ def eval_json(result, pngs: dict[str, Path | None]) -> dict[str, Any]:
             "ece", "throughput"]  # fmt: skip
     out = {k: data.pop(k) for k in head}
     out.update(data)
-    out.update({f"{k}_png": str(v) if v else None for k, v in pngs.items()})
+    out["pngs"] = {k: str(v) for k, v in pngs.items() if v}
     return out
 
 
@@ -62,7 +62,8 @@ def print_eval(result, pngs: dict[str, Path | None], *, json_out: bool, worst_as
     )  # fmt: skip
     summary = Table(show_header=False, box=None, padding=(0, 2))
     summary.add_row("accuracy", _pct(result.accuracy))
-    summary.add_row("top-5 accuracy", _pct(result.top5_accuracy) if result.top5_accuracy is not None else "- (5 classes or fewer)")
+    top5 = _pct(result.top5_accuracy) if result.top5_accuracy is not None else "- (5 classes or fewer)"
+    summary.add_row("top-5 accuracy", top5)
     loss = f"{result.loss:.4f}" if result.loss >= 1e-3 else f"{result.loss:.2e}"
     summary.add_row("loss", f"{loss}  (mean cross-entropy)")
     summary.add_row("calibration error", f"{result.ece:.4f}  (ECE, 15 bins)")
@@ -118,7 +119,8 @@ def worst_table(result) -> Table:
         table.add_column(name, justify="right" if name in ("index", "confidence", "p(true)") else "left")
     for m in result.worst:
         names = result.class_names
-        table.add_row(str(m.index), escape(names[m.true]), escape(names[m.predicted]), _pct(m.confidence), _pct(m.true_probability))
+        table.add_row(str(m.index), escape(names[m.true]), escape(names[m.predicted]), _pct(m.confidence),
+                      _pct(m.true_probability))  # fmt: skip
     return table
 
 
@@ -243,7 +245,8 @@ def health_table(rep) -> Table:
     shown = [s for s in rep.health if s.index < MAX_HEALTH_ROWS or s.flags]
     for s in shown:
         nearest = "-" if s.nearest is None else f"{s.nearest} ({s.cosine:.2f})"
-        row = [str(s.index), _num(s.l2), f"{s.mean:+.3f}", _num(s.std), _pct(s.dead_fraction) if s.dead_fraction is not None else "-", nearest]
+        dead = _pct(s.dead_fraction) if s.dead_fraction is not None else "-"
+        row = [str(s.index), _num(s.l2), f"{s.mean:+.3f}", _num(s.std), dead, nearest]
         if rep.compared_to_init:
             row += [_num(s.init_distance), _num(s.init_relative, 2), _num(s.init_cosine, 2)]
         row.append(f"[yellow]{', '.join(s.flags)}[/]" if s.flags else "")

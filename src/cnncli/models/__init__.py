@@ -8,6 +8,9 @@
                                rngs=nnx.Rngs(params=0, dropout=1))
     logits = model(x)                       # (N, 10)
     out, acts = models.forward_with_activations(model, x, ["conv1", "relu1"])
+    model.layer_names                       # ['conv1', 'relu1', 'maxpool1', 'flatten1', 'dense1']
+    model.conv_layers()                     # [('conv1', <PaddedConv>)]; blocks: 'resblock1.conv2'
+    models.param_count(models.abstract_model(specs, (28, 28, 1), 10))  # shapes only, no memory
 
 Parameter paths start with the layer name (``cnncli.layers.layer_names``):
 ``('conv1', 'kernel')``, ``('bn1', 'scale')``, ``('resblock1', 'conv2', 'kernel')``,
@@ -31,6 +34,10 @@ over ``nnx.split(model)``, split once per mode (``model.train(); gd_train, state
 nnx.split(model)``; ``model.eval(); gd_eval, _ = nnx.split(model)``); both take the
 same state. A train step must return the updated state: BatchNorm running stats
 and the dropout streams' counters change on every training call.
+
+Initialization: convs (and transposed convs) He normal with fan_out, variance
+``2 / (prod(k) * out)``, truncated at 2 sigma (torchvision's ResNet/DenseNet choice);
+dense, BatchNorm and LayerNorm keep flax's defaults (LeCun normal, ones/zeros).
 
 Modules: `shapes` (padding conventions, pure Python), `pooling` (pool kernels and
 their fast paths), `ops` (single-layer modules), `blocks` (residual and dense

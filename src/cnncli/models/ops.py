@@ -1,4 +1,4 @@
-"""One NNX module per single layer kind, and `make_layer` that builds one from its spec.
+"""One NNX module per single layer kind, and the ``make_*`` functions that build them from specs.
 
 Parameters sit directly on the module a layer name points at (``conv1.kernel``,
 ``bn1.scale``), so paths read ``('conv1', 'kernel')``. Parameterless layers are
@@ -15,7 +15,7 @@ from flax import nnx
 from jax import lax
 
 from cnncli import layers as L
-from cnncli.errors import ShapeError
+from cnncli.errors import LayerError, ShapeError
 from cnncli.layers import PadPairs
 from cnncli.models import pooling, shapes
 
@@ -72,8 +72,10 @@ class TransposedConv(nnx.ConvTranspose):
 
     Each input element scatters ``x[i] * kernel[t]`` to output position
     ``i * s - lo + t * d`` (``lo`` = the direct conv's low padding). The kernel is
-    ``(*k, in / groups, out)``. Computed as a stride-1 conv over the input dilated
-    by ``s``, with the kernel flipped and `shapes.tconv_padding`'s pairs.
+    ``(*k, in / groups, out)`` (so the inherited ``in_features`` is ``in / groups``).
+    Computed as a stride-1 conv over the input dilated by ``s``, with the kernel
+    flipped and `shapes.tconv_geometry`'s pads; equal to
+    ``lax.conv_transpose(x, swapaxes(kernel, -1, -2), transpose_kernel=True)``.
     """
 
     def __init__(self, in_features: int, out_features: int, kernel: tuple[int, ...], *,
@@ -237,5 +239,7 @@ def make_simple(spec, shape, num_classes: int, rngs: nnx.Rngs, where: str):
         return nnx.LayerNorm(shape[-1], epsilon=NORM_EPSILON, rngs=rngs), shape
     if isinstance(spec, L.Dense):
         features = spec.features if spec.features is not None else num_classes
+        if features is None:
+            raise LayerError(f"{where} has no width: no c= and no class count", hint="give c=N on the layer")
         return nnx.Linear(shape[-1], features, use_bias=spec.bias, rngs=rngs), (*shape[:-1], features)
     raise TypeError(f"not a single-layer spec: {spec!r}")

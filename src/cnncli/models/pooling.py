@@ -107,6 +107,8 @@ def max_pool(x, window, strides, dilation=None, pads=None, *, impl: str = "auto"
     nd = len(window)
     dilation = tuple(dilation or (1,) * nd)
     pads = tuple(pads or ((0, 0),) * nd)
+    if impl not in IMPLS:
+        raise ValueError(f"unknown max-pool implementation {impl!r}; choose from {IMPLS}")
     if impl == "auto":
         impl = choose_max_impl(window, strides, dilation, pads)
     if impl == "slices":
