@@ -47,3 +47,33 @@ def trained_run(tmp_path_factory) -> Path:
     workdir = root / "run"
     fit(load_recipe(recipe), workdir, recipe_text=recipe.read_text())
     return workdir
+
+
+# Trajectory fields as TINY_RECIPE: 22 steps per epoch (1438 digits // 64), 44 steps.
+# Progress every step; a checkpoint every 10 steps, all kept, so any step can be compared.
+RESUME_RECIPE = TINY_RECIPE + "log_every = 1\ncheckpoint_every_steps = 10\nkeep = 10\n"
+STATE_PARTS = ("params", "rest", "opt", "ema", "step")  # what a bit-identical resume must reproduce
+
+
+def state_digest(workdir: Path, step: int | str = "latest") -> str:
+    """sha256 over every array (parameters, batch statistics, optimizer state, step) of a checkpoint."""
+    from cnncli.checkpoint import Checkpoints, tree_digest
+
+    store = Checkpoints(Path(workdir) / "checkpoints", async_save=False)
+    try:
+        tree, _ = store.restore_tree(store.resolve(step))
+    finally:
+        store.close()
+    return tree_digest(tree, STATE_PARTS)
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory) -> Path:
+    """RESUME_RECIPE trained 44 steps without interruption: the reference for resume tests."""
+    from cnncli.recipe import load_recipe
+    from cnncli.train import fit
+
+    root = tmp_path_factory.mktemp("straight")
+    recipe = write_recipe(root, RESUME_RECIPE)
+    fit(load_recipe(recipe), root / "run", recipe_text=recipe.read_text())
+    return root / "run"

@@ -10,7 +10,7 @@ import pytest
 
 from cnncli.cli import main
 
-from conftest import TINY_RECIPE, write_recipe
+from conftest import RESUME_RECIPE, TINY_RECIPE, state_digest, write_recipe
 
 
 def cli(argv, capsys):
@@ -98,3 +98,46 @@ def test_debug_shows_the_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cnncli.cli", "--debug", "train", str(recipe)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "RecipeError" in proc.stderr
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("before_commit:enospc@20", "No space left on device"),
+    ("after_state_write:eacces@20", "Permission denied"),
+])  # fmt: skip
+def test_disk_full_or_permission_denied_mid_save_exits_1_with_path_and_reason(tmp_path, capsys, monkeypatch, straight_run,
+                                                                               fault, reason):  # fmt: skip
+    recipe = write_recipe(tmp_path, RESUME_RECIPE)
+    monkeypatch.setenv("CNNCLI_FAULT", fault)  # test-only hook: as root, chmod would not stop the write
+    code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--json"], capsys)
+    monkeypatch.delenv("CNNCLI_FAULT")
+    assert code == 1 and '"summary"' not in out
+    assert f"error: saving checkpoint step 20 in {(tmp_path / 'w' / 'checkpoints').resolve()} failed: {reason}" in err
+    assert "the last committed checkpoint, step 10, is intact" in err and "Traceback" not in err
+    assert state_digest(tmp_path / "w") == state_digest(straight_run, 10)
+
+
+def test_a_resumed_run_says_so_in_json_and_for_people(tmp_path, capsys, monkeypatch, straight_run):
+    import shutil
+
+    recipe = write_recipe(tmp_path, RESUME_RECIPE)
+    shutil.copytree(straight_run, tmp_path / "w")
+    code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--resume-from", "30", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["resumed_from"] == {"step": 30, "epoch": 1, "index": 8, "learning_rate": 0.01}
+    assert "moved the newer checkpoints [40, 44]" in err  # a warning, on stderr
+    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)
+    code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--resume-from", "40"], capsys)
+    assert code == 0, err
+    assert "resuming from step 40 (epoch 2 at batch 18, learning rate 0.01)" in err
+    assert "resumed from" in out and "step 40" in out
+
+
+def test_resume_from_needs_a_workdir_and_a_step(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, _, err = cli(["train", str(recipe), "--resume-from", "30"], capsys)
+    assert code == 2 and "--resume-from needs --workdir" in err
+    code, _, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--resume-from", "newest"], capsys)
+    assert code == 2 and "expected latest or a step number" in err
+    code, _, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--resume-from", "latest"], capsys)
+    assert code == 1 and "no committed checkpoint" in err and not (tmp_path / "w").exists()

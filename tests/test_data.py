@@ -26,6 +26,7 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
     assert np.array_equal(again.x, test.x)
 
 
+@pytest.mark.slow  # importing sklearn (and scipy) takes ~3-9 s
 def test_digits_match_scikit_learn():
     from sklearn.datasets import load_digits
 

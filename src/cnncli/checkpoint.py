@@ -1,32 +1,40 @@
 """The only code that knows the on-disk checkpoint format.
 
-A checkpoint is an orbax step directory ``checkpoints/<step>/`` with two items:
+A checkpoint is an orbax step directory ``checkpoints/<step>/`` with two items and a
+manifest:
 
 - ``state``: every array of the training state (parameters, batch statistics, optimizer
-  state, EMA, counters) as a nested dict keyed by the state's tree paths, written with
-  orbax's standard (tensorstore) format: no pickle anywhere, so loading a checkpoint
-  can never execute code.
-- ``meta``: JSON: the step (number of completed updates), epoch and position in the
-  epoch, the eval metrics, the recipe digest, package versions, and a sha256 of every
-  array. Restore recomputes the digests: a flipped byte is an error naming the file,
-  never silently wrong weights.
+  state with the schedule's step count, EMA, counters, RNG counters) as a nested dict
+  keyed by the state's tree paths, written with orbax's standard (tensorstore) format:
+  no pickle anywhere, so loading a checkpoint can never execute code.
+- ``meta``: JSON: the step (number of completed updates), the data position (epoch and
+  index within it), the eval metrics, the recipe digest, package versions, how the
+  random streams derive from the seed, and a sha256 of every array. Restore recomputes
+  the digests: a flipped byte is an error, never silently wrong weights.
+- ``files.sha256.json``: size and sha256 of every file, to name the damaged file.
 
-orbax commits a step atomically (it writes a temporary directory, then renames it), so
-a killed save never leaves a directory that `steps` lists. Retention keeps the last
-``keep`` steps plus the best by eval accuracy.
+orbax writes a step into a temporary directory and commits it with a rename
+(`cnncli.checkpoint_fs`); `Checkpoints.steps` lists only committed steps. Retention is
+ours, not orbax's: after a new step has committed, steps beyond the newest ``keep`` and
+the best by eval accuracy are removed, so a failed save never costs an older step.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
-import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from cnncli import checkpoint_fs as fs
 from cnncli.errors import CheckpointError
 
 STATE = "state"
@@ -104,92 +112,195 @@ def digests(tree: dict) -> dict[str, str]:
     return out
 
 
+def state_nbytes(state) -> int:
+    """Bytes of array data a checkpoint of ``state`` holds (typed keys as their raw data)."""
+    leaves = jax.tree.leaves(state)
+    return sum(int((jax.random.key_data(x) if _is_key(x) else x).nbytes) for x in leaves if hasattr(x, "dtype"))
+
+
+def tree_digest(tree: dict, parts: tuple[str, ...] | None = None) -> str:
+    """One sha256 over every array of ``tree`` (or of its top-level ``parts``), in path order.
+
+    Two states with equal digests are bit-identical: same paths, dtypes, shapes, bytes.
+    """
+    if parts is not None:
+        tree = {k: tree[k] for k in parts if k in tree}
+    h = hashlib.sha256()
+    for name, digest in sorted(digests(tree).items()):
+        h.update(f"{name}={digest}\n".encode())
+    return h.hexdigest()
+
+
 class Checkpoints:
-    """A run's checkpoint directory: save, list, and verified restore.
+    """A run's checkpoint directory: save, list, verified restore, retention.
 
     Args:
-        directory: ``<workdir>/checkpoints``.
+        directory: ``<workdir>/checkpoints`` (created if missing).
         keep: how many of the newest steps to keep (the best by eval accuracy is
-            kept in addition).
+            kept in addition); at least one.
         async_save: write in a background thread (the step loop goes on meanwhile).
+        fsync: flush every file and directory of a step to disk around its commit, so a
+            committed step survives a power loss (slower; a killed process is survived
+            without it).
+
+    Attributes:
+        warnings: what killed or failed earlier saves left behind, for the caller to
+            show (the library never prints).
     """
 
-    def __init__(self, directory: str | Path, *, keep: int = 2, async_save: bool = True):
+    def __init__(self, directory: str | Path, *, keep: int = 2, async_save: bool = True, fsync: bool = False):
         import orbax.checkpoint as ocp
-        from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pp
 
-        logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+        fs.quiet_orbax()
+        if os.environ.get(fs.FAULT_ENV):
+            fs.parse_fault(os.environ[fs.FAULT_ENV])  # a mistyped test hook fails now, not silently
         self.directory = Path(directory).resolve()
-        policy = pp.AnyPreservationPolicy(
-            [pp.LatestN(n=keep), pp.BestN(get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False)]
-        )
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(f"cannot create the checkpoint directory {self.directory}: {fs.reason(err)}") from None
+        self.keep = max(1, keep)
+        self.fsync = fsync
+        fs.purge_trash(self.directory)
+        self.warnings: list[str] = fs.leftovers(self.directory)
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy,
             enable_async_checkpointing=async_save,
+            # mkdir in save() itself: when orbax created the temporary directory in the
+            # background and that failed, the process then hung 300 s at exit (0.12.8).
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
+            temporary_path_class=fs.commit_hook_class(fsync),
             create=True,
         )
         self._ocp = ocp
+        self._async = async_save
+        self._pending: int | None = None  # the step being saved in the background
+        self._error: CheckpointError | None = None  # the first save failure, raised on every later call
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE, META))
+        self._deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnncli-prune")
 
     def steps(self) -> list[int]:
-        """Committed steps, ascending (partial saves are never listed)."""
-        self._manager.reload()
-        return sorted(self._manager.all_steps())
+        """Committed steps, ascending (partial saves and temporary directories are never listed)."""
+        return fs.committed_steps(self.directory)
 
     def latest(self) -> int | None:
-        """The newest committed step, by step number."""
+        """The newest committed step, by step number (not file time)."""
         steps = self.steps()
         return steps[-1] if steps else None
 
     def best(self) -> int | None:
-        """The committed step with the highest eval accuracy (ties: the newest)."""
+        """The committed step with the highest eval accuracy (ties: the newest; unreadable: skipped)."""
         best, best_key = None, None
         for step in self.steps():
-            meta = self.read_meta(step)
-            acc = (meta.get("metrics") or {}).get("eval_accuracy")
+            try:
+                acc = (self.read_meta(step).get("metrics") or {}).get("eval_accuracy")
+            except CheckpointError:
+                continue
             if acc is not None and (best_key is None or (acc, step) >= best_key):
                 best, best_key = step, (acc, step)
         return best
 
     def save(self, step: int, state, meta: dict[str, Any]) -> Path:
-        """Save ``state`` (any pytree of arrays) at ``step`` with its ``meta`` (JSON-able)."""
+        """Save ``state`` (any pytree of arrays) at ``step`` with its ``meta`` (JSON-able).
+
+        The arrays are copied to the host first (the caller may donate its buffers),
+        then written in the background when ``async_save``. Old steps are removed only
+        after this one has committed (in `wait`, or the next `save`).
+
+        Raises:
+            CheckpointError: this save, or an earlier background one, failed; the message
+                names the directory and the reason (disk full, permission denied, ...).
+        """
+        self.wait()
         ocp = self._ocp
         tree = to_tree(state)
         meta = dict(meta, step=int(step), digests=digests(tree))
-        metrics = meta.get("metrics") or None
+        self._pending = int(step)
         try:
             self._manager.save(
-                int(step),
-                args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(tree), META: ocp.args.JsonSave(meta)}),
-                metrics=metrics,
+                int(step), args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(tree), META: ocp.args.JsonSave(meta)}),
                 force=True,
-            )
+            )  # fmt: skip
         except Exception as err:
-            raise CheckpointError(f"saving checkpoint step {step} in {self.directory} failed: {err}") from err
+            raise self._fail(err) from None
+        if not self._async:
+            self.wait()
         return self.directory / str(step)
 
     def wait(self) -> None:
-        """Block until background saves have committed; re-raise their errors."""
+        """Block until a background save has committed, then prune old steps.
+
+        Raises:
+            CheckpointError: the save failed. Raised again on every later call: orbax
+                reports a background error only once, and a run must never go on as if
+                its checkpoint existed.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._pending is None:
+            return
         try:
             self._manager.wait_until_finished()
             self._manager.check_for_errors()
         except Exception as err:
-            raise CheckpointError(f"a background checkpoint save in {self.directory} failed: {err}") from err
+            raise self._fail(err) from None
+        step, self._pending = self._pending, None
+        try:
+            self._prune(step)
+        except OSError as err:
+            raise self._fail(err, f"removing old checkpoints after step {step}") from None
+
+    def poll(self) -> None:
+        """Raise a failed background save now; never blocks on one still running."""
+        if self._error is not None:
+            raise self._error
+        if self._pending is not None and not self._manager.is_saving_in_progress():
+            self.wait()
+
+    def _prune(self, step: int) -> None:
+        steps = self.steps()
+        if step not in steps:
+            missing = FileNotFoundError(f"{self.directory / str(step)} is missing after its save")
+            raise self._fail(missing, f"saving checkpoint step {step}")
+        best = self.best()
+        keep = set(steps[-self.keep :]) | {step} | ({best} if best is not None else set())
+        for old in steps:
+            if old not in keep:  # renamed away now; deleted off the step loop (40 ms each on this disk)
+                self._deleter.submit(shutil.rmtree, fs.discard(self.directory, old), ignore_errors=True)
+
+    def _fail(self, err: BaseException, what: str | None = None) -> CheckpointError:
+        what = what or f"saving checkpoint step {self._pending}"
+        steps = self.steps()
+        intact = f"the last committed checkpoint, step {steps[-1]}, is intact" if steps else "no checkpoint was committed yet"
+        code = getattr(err, "errno", None)
+        if code == errno.ENOSPC:
+            advice = "free disk space or lower train.keep; "
+        elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+            advice = f"check that {self.directory} is writable; "
+        else:
+            advice = ""
+        self._error = CheckpointError(f"{what} in {self.directory} failed: {fs.reason(err)}", hint=advice + intact)
+        return self._error
 
     def read_meta(self, step: int) -> dict[str, Any]:
-        """The JSON metadata of a committed step."""
+        """The JSON metadata of a committed step.
+
+        Raises:
+            CheckpointError: the metadata file is missing or not valid JSON (names the file).
+        """
         path = self.directory / str(step) / META / "metadata"
-        candidates = [path] + sorted((self.directory / str(step) / META).glob("*"))
-        for file in candidates:
-            if file.is_file():
-                try:
-                    return json.loads(file.read_text())
-                except (OSError, ValueError):
-                    continue
-        raise CheckpointError(f"checkpoint {self.directory / str(step)} has no readable metadata")
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {path.parent.parent} is incomplete: {path} is missing") from None
+        except (OSError, ValueError) as err:
+            raise self._corrupt(step, f"{path} is unreadable ({err})") from None
 
     def resolve(self, which: str | int) -> int:
-        """Turn ``latest``, ``best`` or a step number into a committed step."""
+        """Turn ``latest``, ``best`` or a step number into a committed step.
+
+        Raises:
+            CheckpointError: no committed checkpoint, or no such step (lists the committed ones).
+        """
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"no committed checkpoint in {self.directory}")
@@ -203,9 +314,7 @@ class Checkpoints:
         except (TypeError, ValueError):
             raise CheckpointError(f"checkpoint {which!r}: expected latest, best or a step number") from None
         if step not in steps:
-            raise CheckpointError(
-                f"no checkpoint at step {step} in {self.directory}", hint=f"committed steps: {steps}"
-            )
+            raise CheckpointError(f"no checkpoint at step {step} in {self.directory}", hint=f"committed steps: {steps}")
         return step
 
     def restore(self, step: int, template) -> tuple[Any, dict[str, Any]]:
@@ -214,38 +323,65 @@ class Checkpoints:
         return from_tree(template, tree), meta
 
     def restore_tree(self, step: int) -> tuple[dict, dict[str, Any]]:
-        """Restore ``step`` as the nested dict `to_tree` wrote, verifying every digest."""
+        """Restore ``step`` as the nested dict `to_tree` wrote, verifying every digest.
+
+        Every file is first checked against the step's manifest (size and sha256), then
+        every restored array against its digest.
+
+        Raises:
+            CheckpointError: a file is damaged, truncated or missing, or an array's
+                digest differs; the message names the damaged file when it can.
+        """
         ocp = self._ocp
         meta = self.read_meta(step)
+        if files := fs.verify_files(self.directory / str(step)):  # before orbax reads: a short file
+            raise self._corrupt(step, "its files differ from its manifest", files)  # can still restore
         try:
+            self._manager.reload()
             restored = self._manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore()}))
         except Exception as err:
-            raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} cannot be read: {type(err).__name__}: {err}"
-            ) from None
-        tree = restored[STATE]
-        tree = jax.tree.map(np.asarray, tree)
-        expected = meta.get("digests", {})
-        actual = digests(tree)
-        bad = sorted(k for k in expected if actual.get(k) != expected[k])
-        if bad or set(actual) != set(expected):
-            raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} is corrupt: "
-                f"checksum mismatch in {', '.join(bad[:3]) or 'the array list'}"
-                + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""),
-                hint="restore an earlier step with --checkpoint STEP",
-            )
+            raise self._corrupt(step, f"it cannot be read ({fs.reason(err)})") from None
+        tree = jax.tree.map(np.asarray, restored[STATE])
+        expected, actual = meta.get("digests", {}), digests(tree)
+        bad = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise self._corrupt(step, f"checksum mismatch in {', '.join(bad[:3])}{more}")
         return tree, meta
 
+    def _corrupt(self, step: int, what: str, files: list[str] | None = None) -> CheckpointError:
+        files = fs.verify_files(self.directory / str(step)) if files is None else files
+        where = f"; damaged: {'; '.join(files[:3])}" if files else ""
+        others = [s for s in self.steps() if s < step]
+        hint = f"resume from an earlier step with --resume-from {others[-1]}" if others else "no earlier checkpoint"
+        return CheckpointError(f"checkpoint {self.directory / str(step)} is corrupt: {what}{where}", hint=hint)
+
+    def set_aside(self, steps: list[int]) -> Path:
+        """Move committed ``steps`` to ``superseded/<time>/`` (kept on disk, no longer listed)."""
+        target = fs.set_aside(self.directory, steps, time.strftime("%Y%m%d-%H%M%S"))
+        self._manager.reload()
+        return target
+
+    def disk_warning(self, state_bytes: int) -> str | None:
+        """A warning when free space cannot hold ``keep + 2`` copies of a ``state_bytes`` state."""
+        return fs.disk_warning(self.directory, state_bytes, self.keep)
+
     def close(self) -> None:
-        """Wait for pending saves and release the manager."""
-        self.wait()
-        self._manager.close()
+        """Wait for a background save, prune, and release the manager.
+
+        Raises:
+            CheckpointError: a background save failed (see `wait`).
+        """
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+            self._deleter.shutdown(wait=True)
+
+    def abandon(self) -> None:
+        """Forget a save in flight without waiting (an aborting process; it stays uncommitted)."""
+        self._pending = None
 
 
 def _is_key(leaf) -> bool:
     return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-
-
-def _best_metric(metrics) -> float:
-    return float(metrics.get("eval_accuracy", float("-inf")))

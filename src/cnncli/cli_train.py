@@ -20,6 +20,14 @@ WorkdirOpt = Annotated[
         "directory with checkpoints is resumed from its newest checkpoint.",
     ),
 ]  # fmt: skip
+ResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resume-from",
+        help="Resume --workdir from this checkpoint: latest or a step number. It must exist (an error, never a "
+        "fresh start); newer checkpoints are moved to checkpoints/superseded/.",
+    ),
+]
 JsonOpt = Annotated[
     bool,
     typer.Option("--json", help="One JSON object per epoch and a final summary on stdout (default when piped)."),
@@ -37,6 +45,7 @@ def train(
     allow_recipe_change: Annotated[
         bool, typer.Option("--allow-recipe-change", help="Resume even if the recipe changed in a field that alters training.")
     ] = False,
+    resume_from: ResumeOpt = None,
 ) -> None:
     """Train a CNN from a recipe and leave a run directory.
 
@@ -57,6 +66,13 @@ def train(
       cnncli train recipes/quickstart.toml --dry-run
 
       cnncli train recipes/quickstart.toml --json | jq .eval_accuracy
+
+      cnncli train recipes/quickstart.toml --workdir runs/quickstart --resume-from 440
+
+    **Resuming**: on a run directory with checkpoints, train continues from the newest
+    committed one (by step number) and says so; the resumed run is bit-identical to an
+    uninterrupted one. Ctrl-C or SIGTERM saves a checkpoint after the current step and
+    exits 130/143; a second Ctrl-C aborts at once.
     """
     from cnncli import report, rundir
     from cnncli.recipe import load_recipe
@@ -70,13 +86,17 @@ def train(
         return
     from cnncli.train import fit
 
+    resume = _resume_arg(resume_from, workdir)
     target = workdir if workdir is not None else rundir.default_workdir(recipe)
     reporter = _reporter(json_out or not report.is_interactive())
     try:
         fit(
             loaded, target, recipe_text=recipe.read_text(), recipe_suffix=recipe.suffix.lower(),
-            on_event=reporter, allow_recipe_change=allow_recipe_change,
+            on_event=reporter, allow_recipe_change=allow_recipe_change, resume_from=resume,
         )  # fmt: skip
+    except KeyboardInterrupt:  # a second Ctrl-C (typer would turn it into a quiet exit 130)
+        reporter.close()
+        _abort(target)
     finally:
         reporter.close()
 
@@ -85,3 +105,36 @@ def _reporter(json_mode: bool):
     from cnncli.report_train import JsonReporter, RichReporter
 
     return JsonReporter() if json_mode else RichReporter()
+
+
+def _resume_arg(text: str | None, workdir: Path | None) -> str | int | None:
+    """``latest`` or a step number; anything else, or no --workdir, is a usage error (exit 2)."""
+    from cnncli.errors import UsageError
+
+    if text is None:
+        return None
+    if workdir is None:
+        raise UsageError("--resume-from needs --workdir: the run directory to resume", hint="e.g. --workdir runs/quickstart")
+    text = text.strip().lower()
+    if text == "latest":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"--resume-from {text!r}: expected latest or a step number", hint="e.g. --resume-from 440")
+
+
+def _abort(workdir: Path) -> None:
+    """Exit 130 at once: `sys.exit` would first wait for a background save's threads."""
+    import os
+    import sys
+
+    from cnncli.errors import CnnCliError
+    from cnncli.report import print_error
+
+    print_error(CnnCliError(
+        "interrupted twice: aborted without waiting for the checkpoint being written",
+        hint=f"the last committed checkpoint is kept; resume with: cnncli train RECIPE --workdir {workdir}",
+    ))  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)  # the uncommitted directory it leaves is ignored and reported by the next run

@@ -155,7 +155,11 @@ class TrainConfig(_Strict):
     log_every: int = Field(0, ge=0, description="Steps between progress updates (0: auto).")
     eval_every: int = Field(1, ge=1, description="Evaluate every N epochs.")
     keep: int = Field(2, ge=1, description="Keep the last N checkpoints (plus the best).")
-    checkpoint_every_steps: int | None = Field(None, ge=1, description="Also checkpoint every N steps.")
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="Also checkpoint every N steps (mid-epoch).")
+    checkpoint_every_minutes: float | None = Field(
+        None, gt=0, description="Also checkpoint when this many minutes passed since the last checkpoint."
+    )
+    fsync: bool = Field(False, description="Flush checkpoints to disk before commit: survive power loss (slower).")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Compute precision.")
 
     @model_validator(mode="after")

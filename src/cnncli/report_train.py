@@ -13,7 +13,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cnncli.report import print_json, stderr_console, stdout_console
+from cnncli.report import print_json, stderr_console, stdout_console, warn
 from cnncli.train import CheckpointSaved, Compiled, EpochEnd, RunFinished, RunStarted, StepEnd
 
 
@@ -22,10 +22,13 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 
 class JsonReporter:
-    """JSON lines on stdout: one per epoch, then the summary."""
+    """JSON lines on stdout: one per epoch, then the summary; warnings on stderr."""
 
     def __call__(self, event) -> None:
-        if isinstance(event, EpochEnd):
+        if isinstance(event, RunStarted):
+            for message in event.warnings:
+                warn(message)
+        elif isinstance(event, EpochEnd):
             print_json({"event": "epoch", **event.record})
         elif isinstance(event, RunFinished):
             print_json({"event": "summary", **event.summary})
@@ -51,12 +54,11 @@ class RichReporter:
             f"{event.epochs} epochs x {event.steps_per_epoch} steps -> {event.workdir}",
             highlight=False,
         )
+        for message in event.warnings:
+            warn(message)
         if event.resumed_step is not None:
-            self.err.print(
-                f"[yellow]resuming[/] from step {event.resumed_step} (epoch {event.resumed_epoch}, "
-                f"learning rate {event.resumed_lr:.3g})",
-                highlight=False,
-            )
+            where = resume_position(event.resumed_step, event.resumed_epoch, event.resumed_index, event.resumed_lr)
+            self.err.print(f"[yellow]resuming[/] from {where}", highlight=False)
         self.progress = Progress(
             TextColumn("[bold blue]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
@@ -105,6 +107,12 @@ class RichReporter:
             self.progress = None
 
 
+def resume_position(step: int, epoch: int, index: int, lr: float) -> str:
+    """``step 30 (epoch 2 at batch 8, learning rate 0.01)`` or ``step 22 (end of epoch 1, ...)``."""
+    where = f"epoch {epoch + 1} at batch {index}" if index else f"end of epoch {epoch}"
+    return f"step {step} ({where}, learning rate {lr:.3g})"
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The end-of-run summary as a two-column table."""
     table = Table(title="cnncli train", show_header=False, box=None, pad_edge=False)
@@ -120,6 +128,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("images/s", f"{summary['images_per_second']:,.0f} (training only)"),
         ("run directory", summary["workdir"]),
     ]
+    if summary.get("resumed_from"):
+        r = summary["resumed_from"]
+        rows.append(("resumed from", resume_position(r["step"], r["epoch"], r["index"], r["learning_rate"])))
     if summary.get("ema_eval_accuracy") is not None:
         rows.insert(1, ("eval accuracy (EMA)", _fmt(summary["ema_eval_accuracy"])))
     if summary.get("stopped_early"):

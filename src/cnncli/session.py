@@ -22,7 +22,8 @@ import numpy as np
 from flax import nnx
 
 from cnncli import rundir
-from cnncli.checkpoint import Checkpoints, to_tree
+from cnncli.checkpoint import Checkpoints, state_nbytes, to_tree
+from cnncli.checkpoint_fs import committed_steps
 from cnncli.data import Dataset, load_dataset
 from cnncli.errors import CheckpointError, CnnCliError, RecipeError
 from cnncli.layers import LayerSpec, parse_layers
@@ -96,7 +97,10 @@ class Session:
     total_steps: int
     epochs: int
     allow_recipe_change: bool = False
+    resume_from: str | int | None = None  # None: the newest checkpoint if any; else it must exist
     compile_seconds: float = 0.0
+    resumed: tuple[int, int, int, float] | None = None  # (step, epoch, index, learning rate)
+    warnings: list[str] = field(default_factory=list)  # for the reporter to show; the library never prints
     _signal: int | None = None
     _old_handlers: dict = field(default_factory=dict)
 
@@ -193,20 +197,42 @@ class Session:
 
     # ------------------------------------------------------------- resuming
     def initial_state(self):
-        """(state, epoch, index): fresh, or restored from the newest committed checkpoint."""
+        """(state, epoch, index): fresh, or restored from a committed checkpoint.
+
+        The newest committed step by default; with ``resume_from`` that step (or
+        ``latest``), which must exist: a missing or damaged checkpoint is an error, never
+        a fresh start. Resuming from an older step sets the newer ones aside. Records of
+        ``metrics.jsonl`` past the restored position are dropped, so each epoch appears
+        once.
+        """
         state = self.fresh_state()
-        self.resumed = None
-        step = self.checkpoints.latest()
+        self._preflight(state)
+        step = self.checkpoints.latest() if self.resume_from is None else self.checkpoints.resolve(self.resume_from)
         if step is None:
             np.savez(self.workdir / rundir.INIT, **_flat(self._init_params))  # step-0 weights, for --compare-init
+            _keep_metrics(self.workdir, step=0, epoch=0)  # a run killed before its first checkpoint
             return state, 0, 0
         self._check_recipe_unchanged()
         state, meta = self.checkpoints.restore(step, state)
         state = jax.tree.map(jnp.asarray, state)
-        records = [r for r in rundir.read_metrics(self.workdir) if r.get("step", 0) <= step]
-        (self.workdir / rundir.METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
-        self.resumed = (step, meta["epoch"], float(self.schedule(step)))
-        return state, int(meta["epoch"]), int(meta["index"])
+        if int(state.step) != step or int(meta["step"]) != step:
+            where = self.checkpoints.directory / str(step)
+            raise CheckpointError(f"checkpoint {where} holds step {int(state.step)}, not {step}")
+        newer = [s for s in self.checkpoints.steps() if s > step]
+        if newer:
+            where = self.checkpoints.set_aside(newer)
+            self.warnings.append(f"resuming from step {step}: moved the newer checkpoints {newer} to {where}")
+        epoch, index = int(meta["epoch"]), int(meta["index"])
+        _keep_metrics(self.workdir, step=step, epoch=epoch)
+        if self.allow_recipe_change:
+            rundir.write_json(self.workdir / rundir.RECIPE_JSON, self.recipe.to_dict())  # what eval rebuilds
+        self.resumed = (step, epoch, index, float(self.schedule(step)))
+        return state, epoch, index
+
+    def _preflight(self, state) -> None:
+        self.warnings.extend(self.checkpoints.warnings)
+        if warning := self.checkpoints.disk_warning(state_nbytes(state)):
+            self.warnings.append(warning)
 
     def _check_recipe_unchanged(self) -> None:
         saved_path = self.workdir / rundir.RECIPE_JSON
@@ -224,20 +250,29 @@ class Session:
     def started_event(self, state, epoch):
         from cnncli.train import RunStarted
 
-        resumed = self.resumed or (None, None, None)
+        resumed = self.resumed or (None, None, None, None)
         return RunStarted(
             workdir=self.workdir, num_params=self.num_params, steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps, epochs=self.epochs, devices=self.devices,
             input_shape=self.data.input_shape, num_classes=self.num_classes,
             num_train=int(self.data.train.x.shape[0]),
-            resumed_step=resumed[0], resumed_epoch=resumed[1], resumed_lr=resumed[2],
+            resumed_step=resumed[0], resumed_epoch=resumed[1], resumed_index=resumed[2], resumed_lr=resumed[3],
+            warnings=tuple(self.warnings),
         )  # fmt: skip
+
+    def resumed_from(self) -> dict[str, Any] | None:
+        """Where this run resumed (step, epoch, index, learning rate), for the summary; None if fresh."""
+        if self.resumed is None:
+            return None
+        return dict(zip(("step", "epoch", "index", "learning_rate"), self.resumed))
 
     # -------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM: stop after the current step (the loop saves); a second SIGINT aborts."""
+
         def handler(signum, frame):
             if self._signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # second Ctrl-C: abort at once
+                raise KeyboardInterrupt  # second Ctrl-C: abort at once, without waiting for a save
             self._signal = signum
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -250,9 +285,10 @@ class Session:
         return self._signal is not None
 
     def raise_interrupted(self) -> None:
+        """Wait for the checkpoint just saved, then raise `Interrupted` (exit 130 or 143)."""
         self.checkpoints.wait()
         step = self.checkpoints.latest()
-        code = 130 if self._signal == signal.SIGINT else 143
+        code = 130 if self._signal == signal.SIGINT else 143  # 128 + the signal number, as shells do
         name = "SIGINT" if self._signal == signal.SIGINT else "SIGTERM"
         raise Interrupted(
             f"{name}: stopped after step {step}; checkpoint saved in {self.checkpoints.directory / str(step)}",
@@ -260,10 +296,43 @@ class Session:
             hint=f"resume with: cnncli train RECIPE --workdir {self.workdir}",
         )
 
-    def close(self) -> None:
+    def _restore_handlers(self) -> None:
         for sig, old in self._old_handlers.items():
             signal.signal(sig, old)
+        self._old_handlers.clear()
+
+    def close(self) -> None:
+        """Restore the signal handlers; wait for the last save. Raises its failure."""
+        self._restore_handlers()
         self.checkpoints.close()
+
+    def close_after(self, error: BaseException) -> None:
+        """Close while ``error`` propagates: never mask it, never lose a save failure either.
+
+        A second Ctrl-C (`KeyboardInterrupt`) does not wait for a background save; the
+        uncommitted directory it leaves is ignored and reported by the next run.
+        """
+        self._restore_handlers()
+        if isinstance(error, KeyboardInterrupt):
+            self.checkpoints.abandon()
+            return
+        try:
+            self.checkpoints.close()
+        except CheckpointError as failure:
+            if failure is error:
+                return
+            if isinstance(error, CnnCliError):
+                error.message += f"\nalso: {failure.message}"
+            else:
+                error.add_note(f"also: {failure.message}")
+
+
+def _keep_metrics(workdir: Path, *, step: int, epoch: int) -> None:
+    """Drop ``metrics.jsonl`` records past a checkpoint's step and completed epochs."""
+    records = rundir.read_metrics(workdir)
+    kept = [r for r in records if r.get("step", 0) <= step and r.get("epoch", 0) <= epoch]
+    if kept != records or (records and not (workdir / rundir.METRICS).read_text().endswith("\n")):
+        (workdir / rundir.METRICS).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
@@ -287,33 +356,43 @@ def _make_augment(recipe: Recipe, data: Dataset):
     return make_augment(recipe.data.augment, data)
 
 
-def _prepare_workdir(workdir: Path, recipe: Recipe, recipe_text: str | None, suffix: str) -> None:
+def _prepare_workdir(workdir: Path, recipe: Recipe, recipe_text: str | None, suffix: str, fresh: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / rundir.RECIPE_JSON).exists():
+    if fresh or not (workdir / rundir.RECIPE_JSON).exists():  # no checkpoint yet: this recipe is the run's
         if recipe_text is not None:
             (workdir / f"recipe{suffix}").write_text(recipe_text)
         rundir.write_json(workdir / rundir.RECIPE_JSON, recipe.to_dict())
 
 
 def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = None, recipe_suffix: str = ".toml",
-                  allow_recipe_change: bool = False) -> Session:  # fmt: skip
-    """Load the data, build the model and steps, and open the run directory."""
+                  allow_recipe_change: bool = False, resume_from: str | int | None = None) -> Session:  # fmt: skip
+    """Load the data, build the model and steps, and open the run directory.
+
+    Raises:
+        CheckpointError: ``resume_from`` names no committed checkpoint (checked before
+            anything is written).
+    """
     from cnncli.train import steps_for
 
+    if resume_from is not None and not committed_steps(workdir / rundir.CHECKPOINTS):
+        raise CheckpointError(
+            f"--resume-from {resume_from}: no committed checkpoint in {workdir / rundir.CHECKPOINTS}",
+            hint="check --workdir, or drop --resume-from to start a fresh run",
+        )
     data = load_dataset(recipe.data)
     spe, total, epochs = steps_for(recipe, int(data.train.x.shape[0]))
-    fresh = not (workdir / rundir.CHECKPOINTS).exists()
-    _prepare_workdir(workdir, recipe, recipe_text, recipe_suffix)
+    fresh = not committed_steps(workdir / rundir.CHECKPOINTS)
+    _prepare_workdir(workdir, recipe, recipe_text, recipe_suffix, fresh)
     env = rundir.environment([str(d) for d in jax.devices()], recipe.train.seed)
     rundir.write_json(workdir / rundir.ENV_JSON, env)
     rundir.write_json(workdir / rundir.DATA_JSON, data.meta() | {"num_classes": recipe.model.num_classes or data.num_classes})
-    checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep)
-    sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change)
+    checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, fsync=recipe.train.fsync)
+    sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change, resume_from)
     try:
         sess.setup_model()
     except Exception:
         checkpoints.close()
-        if fresh and not checkpoints.steps():
+        if fresh and not any((workdir / rundir.CHECKPOINTS).iterdir()):
             shutil.rmtree(workdir / rundir.CHECKPOINTS, ignore_errors=True)
         raise
     sess.install_signal_handlers()

@@ -67,6 +67,21 @@ class StepConfig:
     label_smoothing: float = 0.0
     ema_decay: float | None = None
     compute_dtype: Any = jnp.float32
+    batch_sharding: Any = None  # a NamedSharding splitting the batch over the mesh's data axis
+
+
+def gather_batch(x_all, y_all, perm, index, cfg: StepConfig):
+    """The step's batch: rows ``perm[index * B:(index + 1) * B]`` of the on-device set.
+
+    With a mesh, the batch is constrained to be split over the ``data`` axis, so each
+    device gathers and computes only its share (XLA inserts the gradient all-reduce).
+    """
+    idx = jax.lax.dynamic_slice(perm, (index * cfg.batch_size,), (cfg.batch_size,))
+    x, labels = jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0)
+    if cfg.batch_sharding is not None:
+        x = jax.lax.with_sharding_constraint(x, cfg.batch_sharding)
+        labels = jax.lax.with_sharding_constraint(labels, cfg.batch_sharding)
+    return x, labels
 
 
 def preprocess(x: jax.Array, cfg: StepConfig) -> jax.Array:
@@ -89,7 +104,8 @@ def zero_sums() -> dict:
     return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32), "count": jnp.zeros((), jnp.float32)}
 
 
-def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None):
+def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, state_shardings=None,
+                    *, compiler_options=None):  # fmt: skip
     """Build the jitted train step.
 
     Args:
@@ -98,6 +114,8 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None):
         tx: the optax transformation.
         cfg: static step settings.
         augment: optional ``(key, x, y_onehot) -> (x, y_onehot)`` run on the device.
+        state_shardings: the state's shardings on a mesh (``distributed.state_shardings``);
+            the updated state is laid out the same way.
 
     Returns:
         ``train_step(state, x_all, y_all, perm, index, key) -> state``: one update on
@@ -112,9 +130,8 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None):
         return loss, (logits, new_rest)
 
     def train_step(state: TrainState, x_all, y_all, perm, index, key):
-        idx = jax.lax.dynamic_slice(perm, (index * cfg.batch_size,), (cfg.batch_size,))
-        x = preprocess(jnp.take(x_all, idx, axis=0), cfg)
-        labels = jnp.take(y_all, idx, axis=0)
+        x, labels = gather_batch(x_all, y_all, perm, index, cfg)
+        x = preprocess(x, cfg)
         targets = jax.nn.one_hot(labels, cfg.num_classes)
         if augment is not None:
             x, targets = augment(jax.random.fold_in(key, state.step), x, targets)
@@ -143,7 +160,10 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None):
             bad_value=jnp.where(first_bad, loss, state.bad_value),
         )  # fmt: skip
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    if state_shardings is not None:  # explicit: the state keeps its layout step after step
+        return jax.jit(train_step, donate_argnums=(0,), out_shardings=state_shardings,
+                       compiler_options=compiler_options)  # fmt: skip
+    return jax.jit(train_step, donate_argnums=(0,), compiler_options=compiler_options)
 
 
 def make_logits_fn(graphdef, cfg: StepConfig):

@@ -25,6 +25,7 @@ from cnncli import rundir
 from cnncli.errors import DataError, TrainingError
 from cnncli.recipe import Recipe
 from cnncli.session import Session, build_session
+from cnncli.train_clock import Clock, SaveTimer
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,11 @@ class RunStarted:
     input_shape: tuple[int, ...]
     num_classes: int
     num_train: int
-    resumed_step: int | None = None
-    resumed_epoch: int | None = None
-    resumed_lr: float | None = None
+    resumed_step: int | None = None  # the checkpoint's step (completed updates); None: a fresh run
+    resumed_epoch: int | None = None  # completed epochs at that step
+    resumed_index: int | None = None  # the next batch of that epoch (0: the epoch starts afresh)
+    resumed_lr: float | None = None  # the learning rate of the next update
+    warnings: tuple[str, ...] = ()  # leftovers of interrupted saves, low disk space, ...
 
 
 @dataclass(frozen=True)
@@ -76,28 +79,6 @@ class RunFinished:
 
 
 Event = RunStarted | Compiled | StepEnd | EpochEnd | CheckpointSaved | RunFinished
-
-
-@dataclass
-class _Clock:
-    """Training time only: excludes compilation, evaluation and checkpointing."""
-
-    seconds: float = 0.0
-    images: int = 0
-    started: float | None = None
-
-    def start(self) -> None:
-        self.started = time.perf_counter()
-
-    def stop(self, images: int) -> None:
-        if self.started is not None:
-            self.seconds += time.perf_counter() - self.started
-            self.images += images
-            self.started = None
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -160,44 +141,98 @@ def _epoch_record(sess, state, epoch, step, clock, epoch_seconds) -> dict[str, A
 
 
 def _save(sess: Session, state, epoch: int, index: int, metrics: dict, emit) -> None:
+    """Checkpoint ``state`` at data position (epoch, index): the next batch a resume trains on."""
+    step = int(jax.device_get(state.step))
+    if step in sess.checkpoints.steps():  # already committed (e.g. resumed here): same state, same step
+        return
     meta = {
         "epoch": epoch,
         "index": index,
+        "steps_per_epoch": sess.steps_per_epoch,
         "metrics": metrics,
         "recipe_digest": sess.recipe.digest(),
         "ema": sess.recipe.train.ema_decay is not None,
         "versions": sess.env["versions"],
-    }
-    path = sess.checkpoints.save(int(jax.device_get(state.step)), state, meta)
-    emit(CheckpointSaved(int(jax.device_get(state.step)), path))
+        # The random streams are not stored: they derive from the seed and are stateless.
+        "rng": {"seed": sess.recipe.train.seed, "shuffle": "permutation(fold_in(fold_in(key(seed), 1), epoch))",
+                "augment": "fold_in(fold_in(key(seed), 2), step)", "dropout": "nnx.Rngs counters in state.rest"},
+    }  # fmt: skip
+    path = sess.checkpoints.save(step, state, meta)
+    emit(CheckpointSaved(step, path))
 
 
-def _log_interval(sess: Session) -> int:
-    every = sess.recipe.train.log_every
-    return every if every > 0 else max(1, sess.steps_per_epoch // 10)
+def _log(sess, state, epoch, step, clock, images, emit) -> None:
+    loss, acc, _ = _read_sums(state)  # blocks until the step is done
+    clock.stop(images)
+    _check_finite(sess, state)
+    sess.checkpoints.poll()  # a failed background save stops the run now, not at the next save
+    emit(StepEnd(step, epoch + 1, sess.total_steps, loss, acc, float(sess.schedule(step - 1)), clock.images_per_second))
+    clock.start()
 
 
-def _run_epoch(sess, state, epoch, start_index, clock, emit):
-    """Train one epoch from ``start_index``; return the state and the next index."""
+def _run_epoch(sess, state, epoch, start_index, clock, saves, emit):
+    """Train one epoch from ``start_index``; return the state and the next index.
+
+    Stops early after a step when a signal asked to (the caller saves). Mid-epoch
+    checkpoints (``saves``) record the position, so a resume takes the same batches.
+    """
     perm = sess.permutation(epoch)
-    log_every = _log_interval(sess)
+    log_every = sess.recipe.train.log_every or max(1, sess.steps_per_epoch // 10)
     step = int(jax.device_get(state.step))
-    index = start_index
+    index, images = start_index, 0  # images: trained since the clock last stopped
     clock.start()
     while index < sess.steps_per_epoch and step < sess.total_steps:
         state = sess.train_step(state, sess.x_train, sess.y_train, perm, np.int32(index), sess.augment_key)
-        index += 1
-        step += 1
-        if index % log_every == 0 or index == sess.steps_per_epoch or step == sess.total_steps:
-            loss, acc, _ = _read_sums(state)  # blocks until the step is done
-            clock.stop(log_every * sess.batch_size if index % log_every == 0 else (index % log_every) * sess.batch_size)
-            _check_finite(sess, state)
-            emit(StepEnd(step, epoch + 1, sess.total_steps, loss, acc, float(sess.schedule(step - 1)), clock.images_per_second))
-            clock.start()
-        if sess.should_stop():
+        index, step, images = index + 1, step + 1, images + sess.batch_size
+        last = index == sess.steps_per_epoch or step == sess.total_steps
+        if index % log_every == 0 or last:
+            _log(sess, state, epoch, step, clock, images, emit)
+            images = 0
+        if sess.should_stop() or last:
             break
-    clock.stop(0)
+        if saves.due(step):  # not on the epoch's last step: the caller saves that one
+            clock.stop(images)
+            images = 0
+            _save(sess, state, epoch, index, {}, emit)
+            saves.reset()
+            clock.start()
+    clock.stop(images)
     return state, index
+
+
+def _train_epoch(sess, state, epoch, index, clock, progress, saves, emit):
+    """One epoch from ``index``, then its end: eval, metrics and checkpoint when due.
+
+    The epoch-end checkpoint comes with each evaluated epoch (``train.eval_every``, by
+    default every epoch) and the last, or when a periodic one falls due on this step.
+
+    Returns:
+        (state, stop): ``stop`` when early stopping says so.
+
+    Raises:
+        Interrupted: a signal arrived; the checkpoint is saved first.
+    """
+    if index == 0:
+        state = state.replace(sums=sess.zero_sums())
+    t_epoch = time.perf_counter()
+    state, index = _run_epoch(sess, state, epoch, index, clock, saves, emit)
+    step = int(jax.device_get(state.step))
+    if index < sess.steps_per_epoch and step < sess.total_steps:  # a signal stopped it mid-epoch
+        _save(sess, state, epoch, index, {}, emit)
+        sess.raise_interrupted()
+    stale, evaluate = False, (epoch + 1) % sess.recipe.train.eval_every == 0 or step >= sess.total_steps
+    if evaluate:
+        record = _epoch_record(sess, state, epoch + 1, step, clock, time.perf_counter() - t_epoch)
+        progress.history.append(record)
+        rundir.append_metrics(sess.workdir, record)
+        emit(EpochEnd(record))
+        stale = _track_best(progress, record)
+    if evaluate or saves.due(step) or sess.should_stop():
+        _save(sess, state, epoch + 1, 0, {"eval_accuracy": record["eval_accuracy"]} if evaluate else {}, emit)
+        saves.reset()
+    if sess.should_stop():
+        sess.raise_interrupted()
+    return state, stale and _patience_over(sess, progress)
 
 
 def fit(
@@ -208,6 +243,7 @@ def fit(
     recipe_suffix: str = ".toml",
     on_event: Callable[[Event], None] | None = None,
     allow_recipe_change: bool = False,
+    resume_from: str | int | None = None,
 ) -> dict[str, Any]:
     """Train a recipe, writing a run directory.
 
@@ -219,17 +255,27 @@ def fit(
         on_event: receives `RunStarted`, `Compiled`, `StepEnd`, `EpochEnd`,
             `CheckpointSaved`, `RunFinished`.
         allow_recipe_change: resume even if the recipe changed in a trajectory field.
+        resume_from: ``latest`` or a step number: resume from that checkpoint, which
+            must exist (newer ones are set aside). None: the newest, if any.
 
     Returns:
         The summary dict (also written to ``summary.json``).
+
+    Raises:
+        Interrupted: SIGINT/SIGTERM; the checkpoint was saved (exit code 130/143).
+        CheckpointError: a save failed (path and reason), or a checkpoint to resume
+            from is missing or damaged.
     """
     emit = on_event or (lambda event: None)
     sess = build_session(recipe, Path(workdir), recipe_text=recipe_text, recipe_suffix=recipe_suffix,
-                         allow_recipe_change=allow_recipe_change)  # fmt: skip
+                         allow_recipe_change=allow_recipe_change, resume_from=resume_from)  # fmt: skip
     try:
-        return _fit(sess, emit)
-    finally:
-        sess.close()
+        summary = _fit(sess, emit)
+    except BaseException as err:
+        sess.close_after(err)
+        raise
+    sess.close()
+    return summary
 
 
 def _fit(sess: Session, emit) -> dict[str, Any]:
@@ -239,31 +285,15 @@ def _fit(sess: Session, emit) -> dict[str, Any]:
         t0 = time.perf_counter()
         sess.compile(state)
         emit(Compiled(time.perf_counter() - t0))
-    clock, progress = _Clock(), _Progress(history=[r for r in rundir.read_metrics(sess.workdir) if "eval_accuracy" in r])
+    clock, progress = Clock(), _Progress(history=[r for r in rundir.read_metrics(sess.workdir) if "eval_accuracy" in r])
     for record in progress.history:
         _track_best(progress, record)
+    cfg = sess.recipe.train
+    saves = SaveTimer(cfg.checkpoint_every_steps, cfg.checkpoint_every_minutes and cfg.checkpoint_every_minutes * 60)
     stopped_early = False
-    while epoch < sess.epochs and int(jax.device_get(state.step)) < sess.total_steps:
-        if index == 0:
-            state = state.replace(sums=sess.zero_sums())
-        t_epoch = time.perf_counter()
-        state, index = _run_epoch(sess, state, epoch, index, clock, emit)
-        if sess.should_stop():
-            _save(sess, state, epoch, index, {}, emit)
-            sess.raise_interrupted()
-        epoch_seconds = time.perf_counter() - t_epoch
+    while epoch < sess.epochs and int(jax.device_get(state.step)) < sess.total_steps and not stopped_early:
+        state, stopped_early = _train_epoch(sess, state, epoch, index, clock, progress, saves, emit)
         epoch, index = epoch + 1, 0
-        step = int(jax.device_get(state.step))
-        if epoch % sess.recipe.train.eval_every and step < sess.total_steps:
-            continue
-        record = _epoch_record(sess, state, epoch, step, clock, epoch_seconds)
-        progress.history.append(record)
-        rundir.append_metrics(sess.workdir, record)
-        emit(EpochEnd(record))
-        _save(sess, state, epoch, 0, {"eval_accuracy": record["eval_accuracy"]}, emit)
-        if _track_best(progress, record) and _patience_over(sess, progress):
-            stopped_early = True
-            break
     sess.checkpoints.wait()
     summary = _summary(sess, state, progress, clock, stopped_early)
     rundir.write_json(sess.workdir / rundir.SUMMARY, summary)
@@ -288,7 +318,7 @@ def _patience_over(sess: Session, progress: _Progress) -> bool:
     return patience is not None and progress.epochs_without_gain >= patience
 
 
-def _summary(sess: Session, state, progress: _Progress, clock: _Clock, stopped_early: bool) -> dict[str, Any]:
+def _summary(sess: Session, state, progress: _Progress, clock: Clock, stopped_early: bool) -> dict[str, Any]:
     last = progress.history[-1] if progress.history else {}
     summary = {
         "eval_accuracy": last.get("eval_accuracy"),
@@ -307,6 +337,8 @@ def _summary(sess: Session, state, progress: _Progress, clock: _Clock, stopped_e
         "devices": len(sess.devices),
         "processes": jax.process_count(),
         "workdir": str(sess.workdir),
+        "resumed_from": sess.resumed_from(),
+        "warnings": list(sess.warnings),
     }
     if "ema_eval_accuracy" in last:
         summary["ema_eval_accuracy"] = last["ema_eval_accuracy"]

@@ -1,0 +1,282 @@
+"""Where a train step spends its time: a profiler trace and a top-ops table, offline.
+
+Two entry points:
+
+- `synthetic_step`: cnncli's real train step (`cnncli.steps.make_train_step`, the
+  on-device training set, donated state, compiled ahead of time as
+  `cnncli.session.Session.compile` does) on random data, for a zoo name or layer
+  tokens. The benchmarks (``benchmarks/vs_pytorch.py``, ``benchmarks/regression.py``)
+  and `profile_steps` use it.
+- `profile_steps`: runs N compiled steps under ``jax.profiler.trace`` into a
+  directory (the ``*.xplane.pb`` TensorBoard/XProf read, plus a Perfetto
+  ``perfetto_trace.json.gz``), then parses the Perfetto JSON (no TensorBoard
+  needed) and returns the top XLA ops by total time.
+
+    from cnncli.profiling import synthetic_step, profile_steps
+    bench = synthetic_step("resnet20", (32, 32, 3), batch_size=128)
+    report = profile_steps(bench.step, bench.state, bench.args, 5, "runs/prof")
+    print(format_top_ops(report))
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Event names in the trace that are host-side bookkeeping, not device computation.
+_HOST_NOISE = ("PjitFunction", "PyArray", "ExecuteHelper", "pjit", "jit(", "Execute", "ThunkExecutor")
+
+
+@dataclass
+class Bench:
+    """A compiled train step and the arguments it takes, ready to time."""
+
+    step: Callable  # compiled: (state, x_all, y_all, perm, index, key) -> state
+    state: Any  # a `cnncli.steps.TrainState`; donated to each call, so use the returned one
+    args: tuple  # (x_all, y_all, perm, index, key)
+    compile_seconds: float  # tracing + lowering + XLA compilation of the step
+    batch_size: int
+    forward_flops: int  # per example, `cnncli.geometry.analyze` (2 x MACs)
+    specs: tuple = ()
+    graphdef: Any = None
+    split_filters: tuple = ()
+
+    def run(self, n: int) -> float:
+        """Run ``n`` steps (blocking at the end); return the seconds they took."""
+        import jax
+        import numpy as np
+
+        x, y, perm, _, key = self.args
+        steps_per_epoch = perm.shape[0] // self.batch_size
+        t0 = time.perf_counter()
+        state = self.state
+        for i in range(n):
+            state = self.step(state, x, y, perm, np.int32(i % steps_per_epoch), key)
+        jax.block_until_ready(state.step)
+        self.state = state
+        return time.perf_counter() - t0
+
+
+def model_specs(model: str, num_classes: int):
+    """A zoo name or layer tokens -> `LayerSpec` tuple."""
+    from cnncli import layers, zoo
+
+    if model in zoo.names():
+        return tuple(zoo.build(model, num_classes))
+    return tuple(layers.parse_layers(model))
+
+
+def synthetic_step(
+    model: str,
+    input_shape: tuple[int, ...],
+    *,
+    batch_size: int = 128,
+    num_classes: int = 10,
+    precision: str = "fp32",
+    learning_rate: float = 0.01,
+    momentum: float = 0.9,
+    num_train: int | None = None,
+    seed: int = 0,
+    compiler_options: dict | None = None,
+) -> Bench:
+    """cnncli's train step for ``model`` with SGD+momentum on a random on-device training set.
+
+    Built as `cnncli.session.Session.setup_model` builds it: a model initialized
+    under one ``nnx.jit``, split into (trainable, rest), `make_train_step` with a
+    `StepConfig`, uint8 images normalized on the device, state donated, compiled
+    ahead of time (``lower(...).compile()``).
+
+    Args:
+        model: a zoo name (``resnet20``) or layer tokens.
+        input_shape: per-example shape, channels last.
+        batch_size: examples per step.
+        num_classes: logits width.
+        precision: ``fp32`` or ``bf16`` (`cnncli.steps.StepConfig.compute_dtype`).
+        learning_rate, momentum: ``optax.sgd``.
+        num_train: size of the random training set (default 4 batches).
+        seed: parameter and data seed.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    from cnncli import geometry
+    from cnncli.jaxsetup import configure
+    from cnncli.models import build_model
+    from cnncli.steps import StepConfig, TrainState, make_train_step, trainable_filter, zero_sums
+
+    configure()
+    specs = model_specs(model, num_classes)
+    flops = geometry.analyze(specs, input_shape, num_classes=num_classes).total.flops
+    net = nnx.jit(lambda: build_model(specs, input_shape, num_classes, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))()
+    filters = (trainable_filter([]), ...)
+    net.train()
+    graphdef, params, rest = nnx.split(net, *filters)
+    tx = optax.sgd(learning_rate, momentum=momentum)
+    channels = input_shape[-1]
+    cfg = StepConfig(
+        num_classes=num_classes, mean=(127.5,) * channels, std=(64.0,) * channels, batch_size=batch_size,
+        compute_dtype=jnp.bfloat16 if precision == "bf16" else jnp.float32,
+    )  # fmt: skip
+    step = make_train_step(graphdef, filters, tx, cfg, compiler_options=compiler_options)
+    n = num_train or 4 * batch_size
+    rng = np.random.default_rng(seed)
+    x_all = jax.device_put(rng.integers(0, 256, (n, *input_shape), dtype=np.uint8))
+    y_all = jax.device_put(rng.integers(0, num_classes, (n,), dtype=np.int32))
+    perm = jax.device_put(rng.permutation(n).astype(np.int32))
+    key = jax.random.key(seed)
+    state = TrainState(
+        params=params, rest=rest, opt=tx.init(params), ema=None, step=jnp.zeros((), jnp.int32),
+        sums=zero_sums(), bad_step=jnp.full((), -1, jnp.int32), bad_value=jnp.zeros((), jnp.float32),
+    )  # fmt: skip
+    args = (x_all, y_all, perm, np.int32(0), key)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, *args).compile()
+    seconds = time.perf_counter() - t0
+    return Bench(compiled, state, args, seconds, batch_size, flops, specs, graphdef, filters)
+
+
+# ----------------------------------------------------------------------------- profiling
+
+
+@dataclass
+class OpTime:
+    """One op (by name) summed over the profiled steps."""
+
+    name: str
+    category: str  # the HLO opcode-like prefix: convolution, fusion, dot, ...
+    total_ms: float
+    count: int
+
+
+@dataclass
+class ProfileReport:
+    """What `profile_steps` measured."""
+
+    trace_dir: Path
+    steps: int
+    wall_seconds: float  # the profiled steps, end to end (tracing overhead included)
+    op_ms: float  # sum of the op events (on 2 cores ops can overlap: may exceed the wall time)
+    ops: list[OpTime] = field(default_factory=list)  # sorted by total time, largest first
+    categories: dict[str, float] = field(default_factory=dict)  # category -> ms
+
+    def top(self, n: int = 15) -> list[OpTime]:
+        return self.ops[:n]
+
+
+def profile_steps(step: Callable, state: Any, args: tuple, n_steps: int, out_dir: str | Path, *,
+                  batch_size: int | None = None, index_of: Callable[[int], Any] | None = None) -> ProfileReport:  # fmt: skip
+    """Run ``n_steps`` compiled train steps under ``jax.profiler.trace``; return the top ops.
+
+    Args:
+        step: the compiled step ``(state, x_all, y_all, perm, index, key) -> state``
+            (e.g. ``Session.train_step`` after ``Session.compile``). It must be compiled
+            already: the trace should hold steps, not compilation.
+        state: the `TrainState` to start from; it is donated (do not reuse it).
+        args: ``(x_all, y_all, perm, index, key)``; ``index`` advances per step.
+        n_steps: steps to trace (one untraced warm-up step runs first).
+        out_dir: the trace directory (``RUN/profile``); created if needed.
+        batch_size: with ``perm``, wraps the batch index around the epoch.
+        index_of: optional ``i -> index`` override.
+
+    Returns:
+        A `ProfileReport`; ``.top(15)`` for the table, ``format_top_ops`` to print it.
+    """
+    import jax
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x, y, perm, index0, key = args
+    spe = max(perm.shape[0] // batch_size, 1) if batch_size else None
+
+    def index(i: int):
+        if index_of is not None:
+            return index_of(i)
+        i = int(index0) + i
+        return np.int32(i % spe if spe else i)
+
+    state = step(state, x, y, perm, index(0), key)  # warm-up: first-call allocations out of the trace
+    jax.block_until_ready(state.step)
+    with jax.profiler.trace(str(out_dir), create_perfetto_trace=True):
+        t0 = time.perf_counter()
+        for i in range(1, n_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train_step", step_num=i):
+                state = step(state, x, y, perm, index(i), key)
+        jax.block_until_ready(state.step)
+        wall = time.perf_counter() - t0
+    report = summarize_trace(find_trace(out_dir), n_steps)
+    report.trace_dir, report.wall_seconds = out_dir, wall
+    return report
+
+
+def find_trace(out_dir: str | Path) -> Path:
+    """The newest ``perfetto_trace.json.gz`` under ``out_dir``."""
+    found = sorted(Path(out_dir).rglob("perfetto_trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no perfetto_trace.json.gz under {out_dir}")
+    return found[-1]
+
+
+def _category(name: str) -> str:
+    """``convolution.12`` -> ``convolution``; ``loop_add_fusion.3`` -> ``fusion``."""
+    base = name.split(".")[0].split(":")[0]
+    if "fusion" in base:
+        return "fusion"
+    return base.rstrip("0123456789_-") or base
+
+
+def summarize_trace(path: str | Path, n_steps: int = 1) -> ProfileReport:
+    """Sum the complete ('X') events of a Perfetto/Chrome JSON trace by op name.
+
+    XLA CPU records one event per executed thunk (an HLO op or fusion, named as in
+    the optimized HLO); host bookkeeping events (the Python dispatch) are left out.
+    """
+    with gzip.open(path, "rt") as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    threads = {}
+    for e in events:
+        if e.get("ph") == "M" and e.get("name") == "thread_name":
+            threads[(e.get("pid"), e.get("tid"))] = e.get("args", {}).get("name", "")
+    totals: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        name = str(e.get("name", ""))
+        thread = threads.get((e.get("pid"), e.get("tid")), "")
+        if any(name.startswith(h) for h in _HOST_NOISE) or "python" in thread.lower() or name == "train_step":
+            continue
+        totals[name] += float(e["dur"]) / 1e3  # microseconds -> ms
+        counts[name] += 1
+    ops = sorted((OpTime(n, _category(n), t, counts[n]) for n, t in totals.items()), key=lambda o: -o.total_ms)
+    cats: dict[str, float] = defaultdict(float)
+    for op in ops:
+        cats[op.category] += op.total_ms
+    categories = dict(sorted(cats.items(), key=lambda kv: -kv[1]))
+    return ProfileReport(Path(path).parent, n_steps, math.nan, sum(totals.values()), ops, categories)
+
+
+def format_top_ops(report: ProfileReport, n: int = 15) -> str:
+    """A plain-text table of the top ops, per step, and of the categories."""
+    per = max(report.steps, 1)
+    lines = [f"profile of {report.steps} steps: {report.wall_seconds * 1e3 / per:.1f} ms/step wall, "
+             f"{report.op_ms / per:.1f} ms/step in ops; trace in {report.trace_dir}",
+             f"{'op':<48} {'ms/step':>9} {'%':>6} {'calls':>6}"]  # fmt: skip
+    total = report.op_ms or 1.0
+    for op in report.top(n):
+        lines.append(f"{op.name[:48]:<48} {op.total_ms / per:>9.2f} {100 * op.total_ms / total:>5.1f}% {op.count // per:>6}")
+    lines.append(f"{'category':<48} {'ms/step':>9} {'%':>6}")
+    for cat, ms in list(report.categories.items())[:10]:
+        lines.append(f"{cat[:48]:<48} {ms / per:>9.2f} {100 * ms / total:>5.1f}%")
+    return "\n".join(lines)
