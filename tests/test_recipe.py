@@ -118,6 +118,12 @@ def test_parse_override_reads_toml_values():
     assert parse_override("a=true") == (["a"], True)
     assert parse_override("a=digits") == (["a"], "digits")
     assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
+    assert apply_overrides({"a": {"b": 1, "c": 2}}, ["a.b=null"]) == {"a": {"c": 2}}
+
+
+def test_null_override_switches_epochs_to_steps(tmp_path):
+    recipe = load_recipe(write(tmp_path, GOOD), ["train.epochs=null", "train.steps=7"])
+    assert recipe.train.epochs is None and recipe.train.steps == 7
 
 
 def test_relative_paths_resolve_against_the_recipe_folder(tmp_path):

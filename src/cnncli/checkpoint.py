@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 from cnncli import checkpoint_fs as fs
+from cnncli.distributed import host
 from cnncli.errors import CheckpointError
 
 STATE = "state"
@@ -71,7 +72,7 @@ def to_tree(state) -> dict:
             node = node.setdefault(key, {})
         if _is_key(leaf):  # typed PRNG keys are stored as their raw uint32 data
             leaf = jax.random.key_data(leaf)
-        node[path[-1]] = np.array(jax.device_get(leaf), copy=True)
+        node[path[-1]] = np.array(host(leaf), copy=True)
     return out
 
 
@@ -169,7 +170,8 @@ class Checkpoints:
             # background and that failed, the process then hung 300 s at exit (0.12.8).
             async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
             temporary_path_class=fs.commit_hook_class(fsync),
-            create=True,
+            create=jax.process_count() == 1,  # with several processes we made the directory above
+            multiprocessing_options=_single_process_options(ocp),
         )
         self._ocp = ocp
         self._async = async_save
@@ -381,6 +383,18 @@ class Checkpoints:
     def abandon(self) -> None:
         """Forget a save in flight without waiting (an aborting process; it stays uncommitted)."""
         self._pending = None
+
+
+def _single_process_options(ocp):
+    """With several JAX processes, each manager acts alone (no cross-process barriers).
+
+    The state is replicated, so process 0 writes every checkpoint by itself and every
+    process can read them; the others never call ``save``.
+    """
+    if jax.process_count() == 1:
+        return ocp.options.MultiprocessingOptions()
+    pid = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=pid, active_processes={pid})
 
 
 def _is_key(leaf) -> bool:

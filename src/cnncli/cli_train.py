@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cnncli.errors import UsageError
+
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe file (.toml or .yaml).", show_default=False)]
 SetOpt = Annotated[
     list[str] | None,
@@ -34,6 +36,19 @@ JsonOpt = Annotated[
 ]
 
 
+CoordinatorOpt = Annotated[
+    str | None,
+    typer.Option("--coordinator", help="HOST:PORT of process 0, to train over several processes/hosts (JAX distributed).",
+                 rich_help_panel="Scaling out"),
+]  # fmt: skip
+NumProcOpt = Annotated[
+    int | None, typer.Option("--num-processes", help="How many processes take part.", rich_help_panel="Scaling out")
+]
+ProcIdOpt = Annotated[
+    int | None, typer.Option("--process-id", help="This process's index, 0..N-1.", rich_help_panel="Scaling out")
+]
+
+
 def train(
     recipe: RecipeArg,
     set_: SetOpt = None,
@@ -46,6 +61,9 @@ def train(
         bool, typer.Option("--allow-recipe-change", help="Resume even if the recipe changed in a field that alters training.")
     ] = False,
     resume_from: ResumeOpt = None,
+    coordinator: CoordinatorOpt = None,
+    num_processes: NumProcOpt = None,
+    process_id: ProcIdOpt = None,
 ) -> None:
     """Train a CNN from a recipe and leave a run directory.
 
@@ -69,6 +87,10 @@ def train(
 
       cnncli train recipes/quickstart.toml --workdir runs/quickstart --resume-from 440
 
+    **Scaling out**: every device JAX sees is used (the batch is split over them); on
+    several hosts, start one process per host with --coordinator, --num-processes and
+    --process-id (or let SLURM / Cloud TPU / Kubernetes environment variables say so).
+
     **Resuming**: on a run directory with checkpoints, train continues from the newest
     committed one (by step number) and says so; the resumed run is bit-identical to an
     uninterrupted one. Ctrl-C or SIGTERM saves a checkpoint after the current step and
@@ -84,11 +106,14 @@ def train(
 
         show(loaded, json_out=json_out or not report.is_interactive())
         return
+    from cnncli import distributed
     from cnncli.train import fit
 
+    if distributed.initialize(coordinator, num_processes, process_id) and workdir is None:
+        raise UsageError("training over several processes needs --workdir (the same path for every process)")
     resume = _resume_arg(resume_from, workdir)
     target = workdir if workdir is not None else rundir.default_workdir(recipe)
-    reporter = _reporter(json_out or not report.is_interactive())
+    reporter = _reporter(json_out or not report.is_interactive()) if distributed.is_main_process() else _Quiet()
     try:
         fit(
             loaded, target, recipe_text=recipe.read_text(), recipe_suffix=recipe.suffix.lower(),
@@ -99,6 +124,16 @@ def train(
         _abort(target)
     finally:
         reporter.close()
+
+
+class _Quiet:
+    """The reporter of processes other than 0: they train but print nothing."""
+
+    def __call__(self, event) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _reporter(json_mode: bool):

@@ -43,12 +43,22 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             )
         if not 0 <= process_id < num_processes:
             raise UsageError(f"--process-id {process_id} must be in [0, {num_processes})")
+        _cpu_collectives(jax)
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
         return True
     if any(os.environ.get(name) for name in _CLUSTER_ENV) and os.environ.get("CNNCLI_NO_DISTRIBUTED") is None:
+        _cpu_collectives(jax)
         jax.distributed.initialize()  # reads SLURM / TPU / JobSet variables itself
         return True
     return False
+
+
+def _cpu_collectives(jax) -> None:
+    """CPU devices of different processes talk through gloo (GPUs and TPUs use their own)."""
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception:  # pragma: no cover - an older/newer jax without the option
+        pass
 
 
 def make_mesh(data: int | None = None, model: int = 1):
@@ -125,3 +135,103 @@ def is_main_process() -> bool:
     import jax
 
     return jax.process_index() == 0
+
+
+class Placement:
+    """Where a run's arrays live: the default device, or a mesh of several.
+
+    With one device every method is the identity (the single-device path stays exactly
+    as fast as before); with several, state is laid out by `state_shardings`, the data
+    is replicated, and batches are split over the ``data`` axis inside the step.
+    """
+
+    def __init__(self, data: int | None = None, model: int = 1):
+        import jax
+
+        self.mesh = make_mesh(data, model)
+        self.multi = self.mesh.size > 1
+        self.processes = jax.process_count()
+        if self.processes > 1 and self.mesh.shape["model"] > 1:
+            raise UsageError(
+                "train.mesh.model > 1 is not supported with several processes yet",
+                hint="use a data-parallel mesh (the default) across hosts",
+            )
+
+    @property
+    def data_size(self) -> int:
+        """Devices along the batch axis."""
+        return int(self.mesh.shape["data"])
+
+    def batch_sharding(self):
+        """The batch sharding for the step, or None on one device."""
+        return batch_sharded(self.mesh) if self.multi else None
+
+    def replicate(self, x):
+        """Put ``x`` (numpy or jax, any pytree) on every device; a plain device_put on one device."""
+        import jax
+
+        if not self.multi:
+            return jax.device_put(x)
+        return self._put(x, jax.tree.map(lambda _: replicated(self.mesh), x))
+
+    def _put(self, tree, shardings):
+        """device_put, or, across processes, a global array from this process's (identical) copy."""
+        import jax
+        import numpy as np
+
+        if self.processes == 1:
+            return jax.device_put(tree, shardings)
+
+        def one(a, sharding):
+            if hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+                data = one(np.asarray(jax.random.key_data(a)), sharding)
+                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+            return jax.make_array_from_process_local_data(sharding, np.asarray(a))
+
+        return jax.tree.map(one, tree, shardings)
+
+    def split_batch(self, x):
+        """Put a batch split over the ``data`` axis (eval batches); plain device_put on one device."""
+        return self._put(x, batch_sharded(self.mesh)) if self.multi else x
+
+    def place_state(self, state):
+        """(state laid out on the mesh, its shardings); (state, None) on one device."""
+        import jax
+
+        if not self.multi:
+            return state, None
+        shardings = state_shardings(state, self.mesh)
+        return self._put(state, shardings), shardings
+
+    def scalar(self, value: int):
+        """A step argument: an int32 scalar (replicated across processes when there are several)."""
+        import jax
+        import numpy as np
+
+        value = np.int32(value)
+        return jax.device_put(value, replicated(self.mesh)) if self.processes > 1 else value
+
+    def describe(self) -> dict[str, Any]:
+        """The mesh for the run's environment stamp."""
+        return {"axes": {k: int(v) for k, v in self.mesh.shape.items()}, "devices": int(self.mesh.size),
+                "processes": self.processes}  # fmt: skip
+
+
+def host(tree):
+    """Copy arrays to host numpy; a replicated array spread over processes gives its local copy.
+
+    ``jax.device_get`` refuses arrays that are not fully addressable (multi-process); the
+    values cnncli reads (step counters, metric sums, replicated parameters) are the same
+    on every device, so the first local shard is the whole value.
+    """
+    import jax
+    import numpy as np
+
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            if not a.is_fully_replicated:
+                raise ValueError("host() needs a replicated array when it spans several processes")
+            return np.asarray(a.addressable_data(0))
+        return jax.device_get(a)
+
+    return jax.tree.map(one, tree)

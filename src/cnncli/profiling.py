@@ -84,7 +84,7 @@ def synthetic_step(
     momentum: float = 0.9,
     num_train: int | None = None,
     seed: int = 0,
-    compiler_options: dict | None = None,
+    compiler_options: dict | str | None = "auto",
 ) -> Bench:
     """cnncli's train step for ``model`` with SGD+momentum on a random on-device training set.
 
@@ -102,6 +102,8 @@ def synthetic_step(
         learning_rate, momentum: ``optax.sgd``.
         num_train: size of the random training set (default 4 batches).
         seed: parameter and data seed.
+        compiler_options: XLA options (``"auto"``: cnncli's, `cnncli.steps.xla_options`;
+            None: XLA's defaults).
     """
     import jax
     import jax.numpy as jnp

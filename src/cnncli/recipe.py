@@ -142,6 +142,13 @@ class ScheduleConfig(_Strict):
     final_lr_fraction: float = Field(0.0, ge=0, le=1, description="cosine: end at this fraction.")
 
 
+class MeshConfig(_Strict):
+    """``[train] mesh``: how devices are arranged (default: all on the batch axis)."""
+
+    data: int | None = Field(None, ge=1, description="Devices along the batch axis (default: all / model).")
+    model: int = Field(1, ge=1, description="Devices along the model axis (dense kernels split along it).")
+
+
 class TrainConfig(_Strict):
     """``[train]``: how long and how; one seed drives everything."""
 
@@ -161,6 +168,7 @@ class TrainConfig(_Strict):
     )
     fsync: bool = Field(False, description="Flush checkpoints to disk before commit: survive power loss (slower).")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Compute precision.")
+    mesh: MeshConfig = Field(default_factory=MeshConfig, description="Device mesh, e.g. {data = 4, model = 2}.")
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:
@@ -239,7 +247,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``--set key.path=value`` applied."""
+    """Return a copy of ``data`` with each ``--set key.path=value`` applied (``=null`` removes the key)."""
     data = copy.deepcopy(data)
     for item in overrides:
         keys, value = parse_override(item)
@@ -249,7 +257,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise RecipeError(f"--set {item!r}: {key!r} is not a table")
             node = child
-        node[keys[-1]] = value
+        if value == "null":  # --set train.epochs=null removes the key (TOML has no null)
+            node.pop(keys[-1], None)
+        else:
+            node[keys[-1]] = value
     return data
 
 

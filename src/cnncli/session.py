@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cnncli import rundir
+from cnncli import distributed, rundir
 from cnncli.checkpoint import Checkpoints, state_nbytes, to_tree
 from cnncli.checkpoint_fs import committed_steps
 from cnncli.data import Dataset, load_dataset
 from cnncli.errors import CheckpointError, CnnCliError, RecipeError
-from cnncli.layers import LayerSpec, parse_layers
+from cnncli.modelbuild import build_model, model_specs  # noqa: F401 (re-exported)
 from cnncli.recipe import Recipe
 
 # Fields whose change alters the training trajectory: resuming across them is refused.
@@ -40,38 +40,6 @@ class Interrupted(CnnCliError):
     def __init__(self, message: str, exit_code: int, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.exit_code = exit_code
-
-
-def model_specs(recipe: Recipe, num_classes: int) -> tuple[LayerSpec, ...]:
-    """The layer specs a recipe builds: its tokens, or its zoo architecture."""
-    if recipe.model.layers is not None:
-        return parse_layers(recipe.model.layers)
-    from cnncli import zoo
-
-    return zoo.build(recipe.model.arch, num_classes)
-
-
-def build_model(recipe: Recipe, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None):
-    """Build the recipe's Flax model, checking that it ends in ``num_classes`` logits."""
-    from cnncli.models import build_model as build
-
-    from cnncli.jaxsetup import configure
-
-    configure()
-    seed = recipe.train.seed if seed is None else seed
-    specs = model_specs(recipe, num_classes)
-    # One compiled init program instead of one per initializer call (19 programs, 4 s here).
-    model = nnx.jit(lambda: build(specs, input_shape, num_classes, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))()
-    graphdef, state = nnx.split(model)
-    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
-    out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s, copy=True)(x), state, x)  # no compute
-    if tuple(out.shape[1:]) != (num_classes,):
-        shape = "x".join(map(str, out.shape[1:]))
-        raise RecipeError(
-            f"model.layers: the model's output is {shape} per example, but the data has {num_classes} classes",
-            hint="end with `flatten` or `gap`, then `dense` (its width defaults to the class count)",
-        )
-    return model, specs
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -110,6 +78,10 @@ class Session:
         from cnncli.steps import StepConfig, make_eval_step, make_train_step, trainable_filter
 
         seed = self.recipe.train.seed
+        mesh = self.recipe.train.mesh
+        self.placement = distributed.Placement(mesh.data, mesh.model)
+        if self.placement.multi:
+            distributed.check_batch(self.recipe.data.batch_size, self.placement.mesh)
         model, self.specs = build_model(self.recipe, self.data.input_shape, self.num_classes)
         self.split_filters = (trainable_filter(self.recipe.train.freeze), ...)
         model.train()
@@ -124,24 +96,29 @@ class Session:
         self.schedule = optim.make_schedule(self.recipe.schedule, self.recipe.optimizer.learning_rate,
                                             self.steps_per_epoch, self.total_steps)  # fmt: skip
         self.tx = optim.make_optimizer(self.recipe.optimizer, self.schedule)
+        place = self.placement
         cfg = StepConfig(
             num_classes=self.num_classes, mean=tuple(self.data.mean), std=tuple(self.data.std),
             batch_size=self.recipe.data.batch_size, label_smoothing=self.recipe.train.label_smoothing,
             ema_decay=self.recipe.train.ema_decay,
             compute_dtype=jnp.bfloat16 if self.recipe.train.precision == "bf16" else jnp.float32,
+            batch_sharding=place.batch_sharding(),
         )  # fmt: skip
         self.step_config = cfg
         self.augment = _make_augment(self.recipe, self.data)
-        self._jit_train_step = make_train_step(self.graphdef, self.split_filters, self.tx, cfg, self.augment)
+        self._make_step = lambda shardings: make_train_step(
+            self.graphdef, self.split_filters, self.tx, cfg, self.augment, state_shardings=shardings
+        )
         self.eval_step = make_eval_step(self.eval_graphdef, cfg)
         root = jax.random.key(seed)
         self.shuffle_key = jax.random.fold_in(root, 1)
-        self.augment_key = jax.random.fold_in(root, 2)
+        self.augment_key = place.replicate(jax.random.fold_in(root, 2))
         self._init = (params, rest)
-        self.x_train = jax.device_put(self.data.train.x)
-        self.y_train = jax.device_put(self.data.train.y)
+        self.x_train = place.replicate(self.data.train.x)  # the whole training set, on every device
+        self.y_train = place.replicate(self.data.train.y)
         n = self.data.train.x.shape[0]
-        self._perm = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32))
+        perm = lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32)  # noqa: E731
+        self._perm = jax.jit(perm, out_shardings=distributed.replicated(place.mesh)) if place.multi else jax.jit(perm)
 
     @property
     def num_classes(self) -> int:
@@ -153,11 +130,21 @@ class Session:
 
     @property
     def eval_batch_size(self) -> int:
-        return min(self.recipe.data.eval_batch_size, max(self.data.eval.x.shape[0], 1))
+        size = min(self.recipe.data.eval_batch_size, max(self.data.eval.x.shape[0], 1))
+        n = self.placement.data_size
+        return -(-size // n) * n  # a multiple of the data axis: eval batches split evenly too
 
     @property
     def devices(self) -> list[str]:
-        return [str(d) for d in jax.devices()]
+        return [str(d) for d in self.placement.mesh.devices.flat]
+
+    def index_arg(self, index: int):
+        """The step's position argument (replicated over processes when there are several)."""
+        return self.placement.scalar(index)
+
+    def eval_args(self, x, y, mask):
+        """An eval batch placed for the eval step (split over the data axis on a mesh)."""
+        return tuple(self.placement.split_batch(a) for a in (x, y, mask))
 
     def zero_sums(self):
         from cnncli.steps import zero_sums
@@ -191,9 +178,15 @@ class Session:
     def compile(self, state) -> None:
         """Compile the train step ahead of time (timed), so the loop never recompiles."""
         t0 = time.perf_counter()
-        args = (state, self.x_train, self.y_train, self.permutation(0), np.int32(0), self.augment_key)
+        self._jit_train_step = self._make_step(self.state_shardings)
+        args = (state, self.x_train, self.y_train, self.permutation(0), self.index_arg(0), self.augment_key)
         self.train_step = self._jit_train_step.lower(*args).compile()
         self.compile_seconds = time.perf_counter() - t0
+
+    def place(self, state):
+        """Lay the state out on the mesh (a no-op on one device); remember its shardings."""
+        state, self.state_shardings = self.placement.place_state(state)
+        return state
 
     # ------------------------------------------------------------- resuming
     def initial_state(self):
@@ -209,9 +202,10 @@ class Session:
         self._preflight(state)
         step = self.checkpoints.latest() if self.resume_from is None else self.checkpoints.resolve(self.resume_from)
         if step is None:
-            np.savez(self.workdir / rundir.INIT, **_flat(self._init_params))  # step-0 weights, for --compare-init
-            _keep_metrics(self.workdir, step=0, epoch=0)  # a run killed before its first checkpoint
-            return state, 0, 0
+            if distributed.is_main_process():
+                np.savez(self.workdir / rundir.INIT, **_flat(self._init_params))  # step-0 weights, for --compare-init
+                _keep_metrics(self.workdir, step=0, epoch=0)  # a run killed before its first checkpoint
+            return self.place(state), 0, 0
         self._check_recipe_unchanged()
         state, meta = self.checkpoints.restore(step, state)
         state = jax.tree.map(jnp.asarray, state)
@@ -219,15 +213,16 @@ class Session:
             where = self.checkpoints.directory / str(step)
             raise CheckpointError(f"checkpoint {where} holds step {int(state.step)}, not {step}")
         newer = [s for s in self.checkpoints.steps() if s > step]
-        if newer:
+        if newer and distributed.is_main_process():
             where = self.checkpoints.set_aside(newer)
             self.warnings.append(f"resuming from step {step}: moved the newer checkpoints {newer} to {where}")
         epoch, index = int(meta["epoch"]), int(meta["index"])
-        _keep_metrics(self.workdir, step=step, epoch=epoch)
-        if self.allow_recipe_change:
-            rundir.write_json(self.workdir / rundir.RECIPE_JSON, self.recipe.to_dict())  # what eval rebuilds
+        if distributed.is_main_process():
+            _keep_metrics(self.workdir, step=step, epoch=epoch)
+            if self.allow_recipe_change:
+                rundir.write_json(self.workdir / rundir.RECIPE_JSON, self.recipe.to_dict())  # what eval rebuilds
         self.resumed = (step, epoch, index, float(self.schedule(step)))
-        return state, epoch, index
+        return self.place(state), epoch, index
 
     def _preflight(self, state) -> None:
         self.warnings.extend(self.checkpoints.warnings)
@@ -382,14 +377,18 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
     data = load_dataset(recipe.data)
     spe, total, epochs = steps_for(recipe, int(data.train.x.shape[0]))
     fresh = not committed_steps(workdir / rundir.CHECKPOINTS)
-    _prepare_workdir(workdir, recipe, recipe_text, recipe_suffix, fresh)
+    main = distributed.is_main_process()  # only process 0 writes the run directory
+    if main:
+        _prepare_workdir(workdir, recipe, recipe_text, recipe_suffix, fresh)
+        rundir.write_json(workdir / rundir.DATA_JSON, data.meta() | {"num_classes": recipe.model.num_classes or data.num_classes})
     env = rundir.environment([str(d) for d in jax.devices()], recipe.train.seed)
-    rundir.write_json(workdir / rundir.ENV_JSON, env)
-    rundir.write_json(workdir / rundir.DATA_JSON, data.meta() | {"num_classes": recipe.model.num_classes or data.num_classes})
     checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, fsync=recipe.train.fsync)
     sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change, resume_from)
     try:
         sess.setup_model()
+        env["mesh"] = sess.placement.describe()
+        if main:
+            rundir.write_json(workdir / rundir.ENV_JSON, env)
     except Exception:
         checkpoints.close()
         if fresh and not any((workdir / rundir.CHECKPOINTS).iterdir()):

@@ -9,6 +9,16 @@ call on LeNet vs 1.1 ms for ``nnx.jit``). The state buffers are donated.
 
 The whole training set lives on the device; a step receives the epoch's permutation
 and its position, gathers its batch, converts and normalizes it on the device.
+
+Mixed precision (``StepConfig.compute_dtype = bfloat16``, ``[train] precision =
+"bf16"``): the optimizer, its state and the master parameters stay float32; each
+step casts the floating parameters to bfloat16 for the forward and backward pass
+(`compute_params`), so convolutions and dense layers take bfloat16 operands and
+accumulate in float32 (`cnncli.models.ops.mixed_conv`), BatchNorm statistics are
+float32, the logits and loss are float32, and the gradients arrive in float32
+through the cast. Batch statistics (``rest``) are never cast.
+
+On XLA CPU the compiled steps get `xla_options` (measured in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -99,13 +109,50 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, smooth
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+# XLA CPU debug options for every compiled step (train, eval, logits), passed per
+# program (``jax.jit(..., compiler_options=...)``), so they need no XLA_FLAGS before
+# the backend starts and leave other programs alone. Adding YNNPACK's elementwise
+# fusions to its default set (individual convolutions, reductions, individual dots)
+# makes BatchNorm/ReLU/residual results materialize once, instead of XLA
+# re-computing whole residual chains inside the transposes that feed every
+# weight-gradient convolution (up to 145 ms per transpose on ResNet-20): the
+# ResNet-20 step took 25-30% less CPU time (BENCHMARKS.md, "Levers").
+# ``CNNCLI_XLA_OPTIONS=off`` compiles without them.
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": ",".join(
+        f"LIBRARY_FUSION_TYPE_{t}" for t in ("INDIVIDUAL_CONVOLUTION", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT")
+    ),
+}
+
+
+def xla_options() -> dict[str, str] | None:
+    """The XLA options cnncli compiles its steps with on this backend (None: XLA's defaults)."""
+    import os
+
+    if os.environ.get("CNNCLI_XLA_OPTIONS", "").lower() in ("off", "0", "none"):
+        return None
+    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+def compute_params(params, dtype):
+    """Floating parameters cast to the compute dtype (identity for float32).
+
+    The cast is differentiable: gradients with respect to the float32 master
+    parameters come back in float32.
+    """
+    if dtype == jnp.float32:
+        return params
+    cast = lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p  # noqa: E731
+    return jax.tree.map(cast, params)
+
+
 def zero_sums() -> dict:
     """Fresh metric accumulators."""
     return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32), "count": jnp.zeros((), jnp.float32)}
 
 
 def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, state_shardings=None,
-                    *, compiler_options=None):  # fmt: skip
+                    *, compiler_options="auto"):  # fmt: skip
     """Build the jitted train step.
 
     Args:
@@ -116,14 +163,18 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, 
         augment: optional ``(key, x, y_onehot) -> (x, y_onehot)`` run on the device.
         state_shardings: the state's shardings on a mesh (``distributed.state_shardings``);
             the updated state is laid out the same way.
+        compiler_options: XLA options; ``"auto"`` = `xla_options()`, None = XLA's defaults.
 
     Returns:
         ``train_step(state, x_all, y_all, perm, index, key) -> state``: one update on
         the batch ``perm[index * B:(index + 1) * B]`` of the on-device training set.
     """
 
+    if compiler_options == "auto":
+        compiler_options = xla_options()
+
     def loss_fn(params, rest, x, targets):
-        model = nnx.merge(graphdef, params, rest, copy=True)
+        model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
         logits = model(x.astype(cfg.compute_dtype)).astype(jnp.float32)
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         _, _, new_rest = nnx.split(model, *split_filters)
@@ -170,23 +221,23 @@ def make_logits_fn(graphdef, cfg: StepConfig):
     """Jitted ``(params, rest, x_raw) -> logits`` in eval mode (graphdef from ``model.eval()``)."""
 
     def logits_fn(params, rest, x):
-        model = nnx.merge(graphdef, params, rest, copy=True)
+        model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
         return model(preprocess(x, cfg).astype(cfg.compute_dtype)).astype(jnp.float32)
 
-    return jax.jit(logits_fn)
+    return jax.jit(logits_fn, compiler_options=xla_options())
 
 
 def make_eval_step(graphdef, cfg: StepConfig):
     """Jitted ``(params, rest, x, y, mask) -> (loss_sum, correct, count)`` for one padded batch."""
 
     def eval_step(params, rest, x, y, mask):
-        model = nnx.merge(graphdef, params, rest, copy=True)
+        model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
         logits = model(preprocess(x, cfg).astype(cfg.compute_dtype)).astype(jnp.float32)
         loss = cross_entropy(logits, y, cfg.num_classes)
         correct = (jnp.argmax(logits, -1) == y) & mask
         return jnp.sum(jnp.where(mask, loss, 0.0)), jnp.sum(correct), jnp.sum(mask)
 
-    return jax.jit(eval_step)
+    return jax.jit(eval_step, compiler_options=xla_options())
 
 
 def batches(n: int, batch_size: int):

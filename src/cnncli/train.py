@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnncli import rundir
+from cnncli.distributed import host, is_main_process
 from cnncli.errors import DataError, TrainingError
 from cnncli.recipe import Recipe
 from cnncli.session import Session, build_session
@@ -90,7 +91,7 @@ class _Progress:
 
 
 def _read_sums(state) -> tuple[float, float, float]:
-    sums = jax.device_get(state.sums)
+    sums = host(state.sums)
     count = float(sums["count"])
     if count == 0:
         return float("nan"), float("nan"), 0.0
@@ -98,9 +99,9 @@ def _read_sums(state) -> tuple[float, float, float]:
 
 
 def _check_finite(sess: Session, state) -> None:
-    bad = int(jax.device_get(state.bad_step))
+    bad = int(host(state.bad_step))
     if bad >= 0:
-        value = float(jax.device_get(state.bad_value))
+        value = float(host(state.bad_value))
         latest = sess.checkpoints.latest()
         where = f"; the last good checkpoint is step {latest}" if latest is not None else ""
         raise TrainingError(
@@ -116,8 +117,8 @@ def evaluate_state(sess: Session, state, *, use_ema: bool = False) -> tuple[floa
     split = sess.data.eval
     bs = sess.eval_batch_size
     for start, stop in sess.batches(split.x.shape[0], bs):
-        x, y, mask = sess.pad(split.x[start:stop], split.y[start:stop], bs)
-        totals += np.array(jax.device_get(sess.eval_step(params, state.rest, x, y, mask)), dtype=np.float64)
+        x, y, mask = sess.eval_args(*sess.pad(split.x[start:stop], split.y[start:stop], bs))
+        totals += np.array(host(sess.eval_step(params, state.rest, x, y, mask)), dtype=np.float64)
     return float(totals[0] / max(totals[2], 1)), float(totals[1] / max(totals[2], 1))
 
 
@@ -142,7 +143,9 @@ def _epoch_record(sess, state, epoch, step, clock, epoch_seconds) -> dict[str, A
 
 def _save(sess: Session, state, epoch: int, index: int, metrics: dict, emit) -> None:
     """Checkpoint ``state`` at data position (epoch, index): the next batch a resume trains on."""
-    step = int(jax.device_get(state.step))
+    step = int(host(state.step))
+    if not is_main_process():  # process 0 writes checkpoints (the state is replicated)
+        return
     if step in sess.checkpoints.steps():  # already committed (e.g. resumed here): same state, same step
         return
     meta = {
@@ -178,11 +181,11 @@ def _run_epoch(sess, state, epoch, start_index, clock, saves, emit):
     """
     perm = sess.permutation(epoch)
     log_every = sess.recipe.train.log_every or max(1, sess.steps_per_epoch // 10)
-    step = int(jax.device_get(state.step))
+    step = int(host(state.step))
     index, images = start_index, 0  # images: trained since the clock last stopped
     clock.start()
     while index < sess.steps_per_epoch and step < sess.total_steps:
-        state = sess.train_step(state, sess.x_train, sess.y_train, perm, np.int32(index), sess.augment_key)
+        state = sess.train_step(state, sess.x_train, sess.y_train, perm, sess.index_arg(index), sess.augment_key)
         index, step, images = index + 1, step + 1, images + sess.batch_size
         last = index == sess.steps_per_epoch or step == sess.total_steps
         if index % log_every == 0 or last:
@@ -216,7 +219,7 @@ def _train_epoch(sess, state, epoch, index, clock, progress, saves, emit):
         state = state.replace(sums=sess.zero_sums())
     t_epoch = time.perf_counter()
     state, index = _run_epoch(sess, state, epoch, index, clock, saves, emit)
-    step = int(jax.device_get(state.step))
+    step = int(host(state.step))
     if index < sess.steps_per_epoch and step < sess.total_steps:  # a signal stopped it mid-epoch
         _save(sess, state, epoch, index, {}, emit)
         sess.raise_interrupted()
@@ -224,7 +227,8 @@ def _train_epoch(sess, state, epoch, index, clock, progress, saves, emit):
     if evaluate:
         record = _epoch_record(sess, state, epoch + 1, step, clock, time.perf_counter() - t_epoch)
         progress.history.append(record)
-        rundir.append_metrics(sess.workdir, record)
+        if is_main_process():
+            rundir.append_metrics(sess.workdir, record)
         emit(EpochEnd(record))
         stale = _track_best(progress, record)
     if evaluate or saves.due(step) or sess.should_stop():
@@ -281,7 +285,7 @@ def fit(
 def _fit(sess: Session, emit) -> dict[str, Any]:
     state, epoch, index = sess.initial_state()
     emit(sess.started_event(state, epoch))
-    if epoch < sess.epochs and int(jax.device_get(state.step)) < sess.total_steps:  # else: already complete
+    if epoch < sess.epochs and int(host(state.step)) < sess.total_steps:  # else: already complete
         t0 = time.perf_counter()
         sess.compile(state)
         emit(Compiled(time.perf_counter() - t0))
@@ -291,13 +295,14 @@ def _fit(sess: Session, emit) -> dict[str, Any]:
     cfg = sess.recipe.train
     saves = SaveTimer(cfg.checkpoint_every_steps, cfg.checkpoint_every_minutes and cfg.checkpoint_every_minutes * 60)
     stopped_early = False
-    while epoch < sess.epochs and int(jax.device_get(state.step)) < sess.total_steps and not stopped_early:
+    while epoch < sess.epochs and int(host(state.step)) < sess.total_steps and not stopped_early:
         state, stopped_early = _train_epoch(sess, state, epoch, index, clock, progress, saves, emit)
         epoch, index = epoch + 1, 0
     sess.checkpoints.wait()
     summary = _summary(sess, state, progress, clock, stopped_early)
-    rundir.write_json(sess.workdir / rundir.SUMMARY, summary)
-    rundir.plot_curves(sess.workdir, progress.history)
+    if is_main_process():
+        rundir.write_json(sess.workdir / rundir.SUMMARY, summary)
+        rundir.plot_curves(sess.workdir, progress.history)
     emit(RunFinished(summary))
     return summary
 
@@ -328,7 +333,7 @@ def _summary(sess: Session, state, progress: _Progress, clock: Clock, stopped_ea
         "best_eval_accuracy": progress.best_accuracy if progress.history else None,
         "best_epoch": progress.best_epoch or None,
         "epochs": last.get("epoch", 0),
-        "steps": int(jax.device_get(state.step)),
+        "steps": int(host(state.step)),
         "train_seconds": clock.seconds,
         "compile_seconds": sess.compile_seconds,
         "images_per_second": clock.images_per_second,
@@ -336,6 +341,7 @@ def _summary(sess: Session, state, progress: _Progress, clock: Clock, stopped_ea
         "num_params": sess.num_params,
         "devices": len(sess.devices),
         "processes": jax.process_count(),
+        "mesh": sess.placement.describe()["axes"],
         "workdir": str(sess.workdir),
         "resumed_from": sess.resumed_from(),
         "warnings": list(sess.warnings),

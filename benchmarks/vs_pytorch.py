@@ -1,0 +1,237 @@
+"""cnncli's train step against PyTorch eager on the same networks, alternating windows.
+
+Run (the project venv drives; PyTorch runs in its own Python, see BENCHMARKS.md):
+
+    uv run python benchmarks/vs_pytorch.py --torch-python .bench/torch/bin/python
+    uv run python benchmarks/vs_pytorch.py --torch-python ... --models resnet20 --precision bf16
+
+Two worker processes stay alive for the whole run: this script re-run as
+``--worker jax`` (cnncli's real step: `cnncli.profiling.synthetic_step`, i.e.
+`cnncli.steps.make_train_step` with donation, the training set on the device, AOT
+compiled) and ``benchmarks/torch_worker.py``. Only one of them computes at a time:
+each round runs one timed window per contestant (cnncli, PyTorch NCHW, PyTorch
+channels_last), in an order that rotates every round, because this machine's
+speed drifts 10-20% between runs and other processes share it. A window is at
+least ``--seconds`` of back-to-back steps (3 at least). The jax worker also measures
+the float32 matmul peak (``benchmarks/matmul_peak.py``) in windows of its own, for
+the MFU: forward FLOPs (`cnncli.geometry.analyze`, 2 x MACs) x 3 x images/s / peak.
+
+Prints a markdown table: median images/s over the windows, min-max, the ratio of
+cnncli to the best PyTorch layout (ratio of medians), and MFU. ``--json FILE`` saves
+every window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (cnncli model: zoo name or tokens, per-example input shape, channels last)
+MODELS = {
+    "lenet5": ("lenet5", (28, 28, 1)),
+    "cnn2": ("conv:c=32,k=3,p=same relu maxpool:k=2 conv:c=64,k=3,p=same relu maxpool:k=2 flatten dense", (28, 28, 1)),
+    "resnet20": ("resnet20", (32, 32, 3)),
+}
+
+
+# ----------------------------------------------------------------------------- jax worker
+
+
+def jax_worker() -> None:
+    """Serve setup/window/matmul requests (JSON lines) with cnncli's compiled step."""
+    bench = None
+    for line in sys.stdin:
+        msg = json.loads(line)
+        try:
+            if msg["op"] == "quit":
+                break
+            if msg["op"] == "setup":
+                reply = _jax_setup(msg)
+                bench = reply.pop("bench")
+            elif msg["op"] == "window":
+                reply = _jax_window(bench, msg.get("seconds", 3.0))
+            elif msg["op"] == "matmul":
+                sys.path.insert(0, str(HERE))
+                from matmul_peak import measure
+
+                reply = measure(msg.get("dtype", "float32"), n=msg.get("n", 2048), seconds=msg.get("seconds", 1.0))
+            else:
+                reply = {"error": f"unknown op {msg['op']}"}
+        except Exception as err:  # report, keep serving
+            reply = {"error": f"{type(err).__name__}: {err}"}
+        print(json.dumps(reply), flush=True)
+
+
+def _jax_setup(msg: dict) -> dict:
+    import jax
+
+    from cnncli.profiling import synthetic_step
+
+    model, shape = MODELS[msg["model"]]
+    t0 = time.perf_counter()
+    bench = synthetic_step(model, shape, batch_size=msg.get("batch_size", 128), precision=msg.get("precision", "fp32"))
+    bench.run(3)  # warm-up
+    return {"ok": True, "bench": bench, "seconds": time.perf_counter() - t0, "compile_seconds": bench.compile_seconds,
+            "forward_flops": bench.forward_flops, "jax": jax.__version__, "device": str(jax.devices()[0])}  # fmt: skip
+
+
+def _jax_window(bench, seconds: float, min_steps: int = 3) -> dict:
+    import jax
+    import numpy as np
+
+    x, y, perm, _, key = bench.args
+    spe = perm.shape[0] // bench.batch_size
+    state, steps = bench.state, 0
+    t0 = time.perf_counter()
+    while steps < min_steps or time.perf_counter() - t0 < seconds:
+        state = bench.step(state, x, y, perm, np.int32(steps % spe), key)
+        steps += 1
+        if steps % 8 == 0:
+            jax.block_until_ready(state.step)  # bound the dispatch queue, as the train loop's log reads do
+    jax.block_until_ready(state.step)
+    dt = time.perf_counter() - t0
+    bench.state = state
+    return {"images_per_second": steps * bench.batch_size / dt, "steps": steps, "seconds": dt}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+class Worker:
+    """A long-lived subprocess answering one JSON line per request."""
+
+    def __init__(self, argv: list[str], env: dict | None = None):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
+
+    def ask(self, **msg) -> dict:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.proc.args[:2]} exited with {self.proc.wait()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        self.proc.wait(timeout=30)
+
+
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                name = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def run_model(name: str, precision: str, jaxw: Worker, torchw: Worker | None, args) -> dict:
+    """Set both sides up for one network, then alternate timed windows."""
+    contestants = {"cnncli": jaxw.ask(op="setup", model=name, precision=precision, batch_size=args.batch_size)}
+    print(f"  {name} {precision}: cnncli compiled in {contestants['cnncli']['compile_seconds']:.2f} s", file=sys.stderr)
+    layouts = [] if torchw is None else args.layouts
+    for layout in layouts:
+        # one torch process serves both layouts: set up anew before each of its windows
+        contestants[f"torch {layout}"] = {"layout": layout}
+    windows: dict[str, list[float]] = {k: [] for k in contestants}
+    names = list(contestants)
+    for r in range(args.windows):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+        for who in order:
+            if who == "cnncli":
+                reply = jaxw.ask(op="window", seconds=args.seconds)
+            else:
+                layout = contestants[who]["layout"]
+                torchw.ask(op="setup", model=name, layout=layout, precision=precision, batch_size=args.batch_size,
+                           device=args.torch_device)  # fmt: skip
+                reply = torchw.ask(op="window", seconds=args.seconds)
+            windows[who].append(reply["images_per_second"])
+    return {"model": name, "precision": precision, "windows": windows, "setup": contestants["cnncli"]}
+
+
+def summarize(result: dict, peak: float | None) -> list[str]:
+    rows = []
+    w = result["windows"]
+    med = {k: statistics.median(v) for k, v in w.items()}
+    torch_keys = [k for k in w if k.startswith("torch")]
+    best = max(torch_keys, key=lambda k: med[k]) if torch_keys else None
+    flops = result["setup"]["forward_flops"]
+    for k, v in w.items():
+        ratio = f"{med['cnncli'] / med[best]:.2f}x" if best and k == "cnncli" else ("best" if k == best else "")
+        mfu = f"{100 * flops * 3 * med[k] / (peak * 1e9):.0f}%" if peak else "?"
+        rows.append(f"| {result['model']} | {result['precision']} | {k} | {med[k]:,.0f} | {min(v):,.0f}-{max(v):,.0f} "
+                    f"| {len(v)} | {ratio} | {mfu} |")  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", choices=["jax"], help=argparse.SUPPRESS)
+    parser.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON"),
+                        help="a Python with PyTorch (default $TORCH_PYTHON); omit to time cnncli alone")  # fmt: skip
+    parser.add_argument("--models", default="lenet5,cnn2,resnet20", help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16, or fp32,bf16")
+    parser.add_argument("--layouts", default="nchw,channels_last", help="PyTorch memory formats to try")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per contestant (default 5)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="minimum seconds per window (default 3)")
+    parser.add_argument("--torch-device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--json", type=Path, help="save every window here")
+    args = parser.parse_args()
+    if args.worker == "jax":
+        return jax_worker()
+    args.layouts = args.layouts.split(",")
+    jaxw = Worker([sys.executable, str(Path(__file__).resolve()), "--worker", "jax"])
+    torchw = Worker([args.torch_python, str(HERE / "torch_worker.py")]) if args.torch_python else None
+    results, peaks = [], []
+    try:
+        peaks.append(jaxw.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
+        for name in args.models.split(","):
+            for precision in args.precision.split(","):
+                results.append(run_model(name, precision, jaxw, torchw, args))
+        peaks.append(jaxw.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
+    finally:
+        jaxw.close()
+        if torchw:
+            torchw.close()
+    peak = max(peaks)
+    print(f"\nmachine: {machine()}; load average at the end: {load()}; float32 matmul peak (jax, best of the "
+          f"windows at start and end): {peak:.0f} GFLOP/s ({', '.join(f'{p:.0f}' for p in peaks)})")  # fmt: skip
+    print(f"batch {args.batch_size}, SGD momentum 0.9; {args.windows} windows of >= {args.seconds:g} s per contestant, "
+          "alternating; MFU = forward FLOPs x 3 x images/s / float32 matmul peak\n")  # fmt: skip
+    print("| network | precision | contestant | median img/s | min-max | windows | cnncli / best PyTorch | MFU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for result in results:
+        print("\n".join(summarize(result, peak)))
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "peaks": peaks, "machine": machine(), "load": load()},
+                                        indent=1, default=str))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
