@@ -147,3 +147,20 @@ def plot_curves(workdir: Path, epochs: list[dict]) -> Path | None:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def keep_metrics(workdir: Path, *, step: int, epoch: int) -> None:
+    """Drop ``metrics.jsonl`` records past a checkpoint's step and completed epochs."""
+    records = read_metrics(workdir)
+    kept = [r for r in records if r.get("step", 0) <= step and r.get("epoch", 0) <= epoch]
+    if kept != records or (records and not (workdir / METRICS).read_text().endswith("\n")):
+        (workdir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def prepare_workdir(workdir: Path, recipe, recipe_text: str | None, suffix: str, fresh: bool) -> None:
+    """Create the run directory and save the recipe, as given and resolved, for a new run."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if fresh or not (workdir / RECIPE_JSON).exists():  # no checkpoint yet: this recipe is the run's
+        if recipe_text is not None:
+            (workdir / f"recipe{suffix}").write_text(recipe_text)
+        write_json(workdir / RECIPE_JSON, recipe.to_dict())

@@ -12,6 +12,7 @@ import json
 import shutil
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,7 @@ class Session:
         if step is None:
             if distributed.is_main_process():
                 np.savez(self.workdir / rundir.INIT, **_flat(self._init_params))  # step-0 weights, for --compare-init
-                _keep_metrics(self.workdir, step=0, epoch=0)  # a run killed before its first checkpoint
+                rundir.keep_metrics(self.workdir, step=0, epoch=0)  # a run killed before its first checkpoint
             return self.place(state), 0, 0
         self._check_recipe_unchanged()
         state, meta = self.checkpoints.restore(step, state)
@@ -218,7 +219,7 @@ class Session:
             self.warnings.append(f"resuming from step {step}: moved the newer checkpoints {newer} to {where}")
         epoch, index = int(meta["epoch"]), int(meta["index"])
         if distributed.is_main_process():
-            _keep_metrics(self.workdir, step=step, epoch=epoch)
+            rundir.keep_metrics(self.workdir, step=step, epoch=epoch)
             if self.allow_recipe_change:
                 rundir.write_json(self.workdir / rundir.RECIPE_JSON, self.recipe.to_dict())  # what eval rebuilds
         self.resumed = (step, epoch, index, float(self.schedule(step)))
@@ -322,14 +323,6 @@ class Session:
                 error.add_note(f"also: {failure.message}")
 
 
-def _keep_metrics(workdir: Path, *, step: int, epoch: int) -> None:
-    """Drop ``metrics.jsonl`` records past a checkpoint's step and completed epochs."""
-    records = rundir.read_metrics(workdir)
-    kept = [r for r in records if r.get("step", 0) <= step and r.get("epoch", 0) <= epoch]
-    if kept != records or (records and not (workdir / rundir.METRICS).read_text().endswith("\n")):
-        (workdir / rundir.METRICS).write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
 def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     out = {}
     for key, value in tree.items():
@@ -351,14 +344,6 @@ def _make_augment(recipe: Recipe, data: Dataset):
     return make_augment(recipe.data.augment, data)
 
 
-def _prepare_workdir(workdir: Path, recipe: Recipe, recipe_text: str | None, suffix: str, fresh: bool) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    if fresh or not (workdir / rundir.RECIPE_JSON).exists():  # no checkpoint yet: this recipe is the run's
-        if recipe_text is not None:
-            (workdir / f"recipe{suffix}").write_text(recipe_text)
-        rundir.write_json(workdir / rundir.RECIPE_JSON, recipe.to_dict())
-
-
 def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = None, recipe_suffix: str = ".toml",
                   allow_recipe_change: bool = False, resume_from: str | int | None = None) -> Session:  # fmt: skip
     """Load the data, build the model and steps, and open the run directory.
@@ -374,16 +359,19 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
             f"--resume-from {resume_from}: no committed checkpoint in {workdir / rundir.CHECKPOINTS}",
             hint="check --workdir, or drop --resume-from to start a fresh run",
         )
-    data = load_dataset(recipe.data)
+    with warnings.catch_warnings(record=True) as caught:  # skipped image files and kin
+        warnings.simplefilter("always", UserWarning)
+        data = load_dataset(recipe.data)
     spe, total, epochs = steps_for(recipe, int(data.train.x.shape[0]))
     fresh = not committed_steps(workdir / rundir.CHECKPOINTS)
     main = distributed.is_main_process()  # only process 0 writes the run directory
     if main:
-        _prepare_workdir(workdir, recipe, recipe_text, recipe_suffix, fresh)
+        rundir.prepare_workdir(workdir, recipe, recipe_text, recipe_suffix, fresh)
         rundir.write_json(workdir / rundir.DATA_JSON, data.meta() | {"num_classes": recipe.model.num_classes or data.num_classes})
     env = rundir.environment([str(d) for d in jax.devices()], recipe.train.seed)
     checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, fsync=recipe.train.fsync)
     sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change, resume_from)
+    sess.warnings.extend(str(w.message) for w in caught if issubclass(w.category, UserWarning))
     try:
         sess.setup_model()
         env["mesh"] = sess.placement.describe()

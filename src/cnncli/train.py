@@ -308,12 +308,19 @@ def _fit(sess: Session, emit) -> dict[str, Any]:
 
 
 def _track_best(progress: _Progress, record: dict) -> bool:
-    """Update the best-so-far; True when this epoch did not improve."""
+    """Update the best-so-far; True when this epoch did not improve.
+
+    A tie moves ``best_epoch`` to the later epoch, as ``--checkpoint best`` does (the
+    newest of equally accurate checkpoints), but does not count as an improvement for
+    early stopping.
+    """
     acc = record["eval_accuracy"]
-    if acc > progress.best_accuracy:
+    if acc >= progress.best_accuracy:
+        improved = acc > progress.best_accuracy
         progress.best_accuracy, progress.best_epoch = acc, record["epoch"]
-        progress.epochs_without_gain = 0
-        return False
+        if improved:
+            progress.epochs_without_gain = 0
+            return False
     progress.epochs_without_gain += 1
     return True
 
