@@ -141,3 +141,12 @@ def test_resume_from_needs_a_workdir_and_a_step(tmp_path, capsys):
     assert code == 2 and "expected latest or a step number" in err
     code, _, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--resume-from", "latest"], capsys)
     assert code == 1 and "no committed checkpoint" in err and not (tmp_path / "w").exists()
+
+
+def test_profile_traces_steps_and_prints_the_top_ops(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, out, err = cli(["train", str(recipe), "--profile", "3", "--workdir", str(tmp_path / "p")], capsys)
+    assert code == 0, err
+    assert "3 steps traced into" in out and "ms/step" in out
+    assert list((tmp_path / "p" / "profile").rglob("*.xplane.pb"))  # the trace TensorBoard/XProf read
+    assert not (tmp_path / "p" / "metrics.jsonl").exists()  # nothing was trained for real

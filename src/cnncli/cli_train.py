@@ -61,6 +61,11 @@ def train(
         bool, typer.Option("--allow-recipe-change", help="Resume even if the recipe changed in a field that alters training.")
     ] = False,
     resume_from: ResumeOpt = None,
+    profile: Annotated[
+        int | None,
+        typer.Option("--profile", metavar="N", help="Trace N train steps into WORKDIR/profile (JAX profiler; "
+                     "Perfetto/TensorBoard can open it), print the top ops by time, and exit without training."),
+    ] = None,
     coordinator: CoordinatorOpt = None,
     num_processes: NumProcOpt = None,
     process_id: ProcIdOpt = None,
@@ -106,6 +111,9 @@ def train(
 
         show(loaded, json_out=json_out or not report.is_interactive())
         return
+    if profile is not None:
+        _profile(loaded, workdir or rundir.default_workdir(recipe), profile)
+        return
     from cnncli import distributed
     from cnncli.train import fit
 
@@ -124,6 +132,20 @@ def train(
         _abort(target)
     finally:
         reporter.close()
+
+
+def _profile(recipe, workdir: Path, steps: int) -> None:
+    """``--profile N``: trace N steps of the recipe's real step, print the top ops."""
+    from cnncli.profiling import format_top_ops, profile_recipe
+    from cnncli.report import stdout_console
+
+    if steps < 1:
+        raise UsageError(f"--profile {steps}: give the number of steps to trace, e.g. --profile 10")
+    report = profile_recipe(recipe, workdir, steps)
+    out = stdout_console()
+    out.print(f"compiled in {report.compile_seconds:.2f} s; {steps} steps traced into {workdir / 'profile'}; "
+              f"{report.images_per_second:,.0f} images/s while tracing", highlight=False)  # fmt: skip
+    out.print(format_top_ops(report), markup=False, highlight=False)
 
 
 class _Quiet:
