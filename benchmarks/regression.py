@@ -11,7 +11,7 @@ dict, ``lax.conv_general_dilated``, ``lax.reduce_window`` max pooling, optax,
 ``jax.jit`` with donation; what a user would write first). A ratio is robust to the
 machine's speed and load, which move both sides together; the absolute numbers are
 not. Prints one line per model and ``ratio=...``; always exits 0 unless something
-crashes, so noise never fails CI. Compare the ratio with BENCHMARKS.md (1.5-2.0 for
+crashes, so noise never fails CI. Compare the ratio with BENCHMARKS.md (1.24-1.41 for
 cnn2 on the 2-core EPYC); a drop well below that is a regression worth a look.
 """
 
@@ -83,6 +83,8 @@ def window(run_one, state, seconds: float, min_steps: int = 3):
     while steps < min_steps or time.perf_counter() - t0 < seconds:
         state = run_one(state, steps)
         steps += 1
+        if steps % 4 == 0:  # dispatch is asynchronous: wait now and then, or the clock reads the queue
+            jax.block_until_ready(state)
     jax.block_until_ready(state)
     return state, steps / (time.perf_counter() - t0)
 
@@ -93,7 +95,9 @@ def compare(name: str, batch_size: int, windows: int, seconds: float) -> float:
     from cnncli.profiling import synthetic_step
 
     tokens, shape, widths = MODELS[name]
+    t0 = time.perf_counter()
     bench = synthetic_step(tokens, shape, batch_size=batch_size)
+    t1 = time.perf_counter()
     base, base_state, base_args = baseline_step(shape, widths, batch_size)
     x, y, perm, _, key = bench.args
 
@@ -108,6 +112,8 @@ def compare(name: str, batch_size: int, windows: int, seconds: float) -> float:
     rates: dict[str, list[float]] = {k: [] for k in fns}
     for k in fns:  # warm-up (the baseline compiles here)
         states[k], _ = window(fns[k], states[k], 0.0, min_steps=2)
+    print(f"{name}: cnncli set-up {t1 - t0:.1f} s (step compile {bench.compile_seconds:.1f} s), "
+          f"baseline set-up and warm-up {time.perf_counter() - t1:.1f} s", flush=True)  # fmt: skip
     for r in range(windows):
         for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
             states[k], rate = window(fns[k], states[k], seconds)
@@ -121,14 +127,16 @@ def compare(name: str, batch_size: int, windows: int, seconds: float) -> float:
 
 
 def main() -> int:
+    t0 = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cnn2", help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per side (default 5)")
+    parser.add_argument("--seconds", type=float, default=0.7, help="minimum seconds per window (default 0.7)")
     args = parser.parse_args()
     for name in args.model.split(","):
         compare(name, args.batch_size, args.windows, args.seconds)
+    print(f"regression check done in {time.perf_counter() - t0:.0f} s (after imports)")
     return 0
 
 

@@ -13,8 +13,9 @@ each round runs one timed window per contestant (cnncli, PyTorch NCHW, PyTorch
 channels_last), in an order that rotates every round, because this machine's
 speed drifts 10-20% between runs and other processes share it. A window is at
 least ``--seconds`` of back-to-back steps (3 at least). The jax worker also measures
-the float32 matmul peak (``benchmarks/matmul_peak.py``) in windows of its own, for
-the MFU: forward FLOPs (`cnncli.geometry.analyze`, 2 x MACs) x 3 x images/s / peak.
+the float32 matmul peak (``benchmarks/matmul_peak.py``) in windows of its own
+(before each network and at the end; the best one counts), for the MFU: forward
+FLOPs (`cnncli.geometry.analyze`, 2 x MACs) x 3 x images/s / peak.
 
 Prints a markdown table: median images/s over the windows, min-max, the ratio of
 cnncli to the best PyTorch layout (ratio of medians), and MFU. ``--json FILE`` saves
@@ -210,8 +211,8 @@ def main() -> None:
     torchw = Worker([args.torch_python, str(HERE / "torch_worker.py")]) if args.torch_python else None
     results, peaks = [], []
     try:
-        peaks.append(jaxw.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
         for name in args.models.split(","):
+            peaks.append(jaxw.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
             for precision in args.precision.split(","):
                 results.append(run_model(name, precision, jaxw, torchw, args))
         peaks.append(jaxw.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
@@ -221,7 +222,7 @@ def main() -> None:
             torchw.close()
     peak = max(peaks)
     print(f"\nmachine: {machine()}; load average at the end: {load()}; float32 matmul peak (jax, best of the "
-          f"windows at start and end): {peak:.0f} GFLOP/s ({', '.join(f'{p:.0f}' for p in peaks)})")  # fmt: skip
+          f"windows before each network and at the end): {peak:.0f} GFLOP/s ({', '.join(f'{p:.0f}' for p in peaks)})")  # fmt: skip
     print(f"batch {args.batch_size}, SGD momentum 0.9; {args.windows} windows of >= {args.seconds:g} s per contestant, "
           "alternating; MFU = forward FLOPs x 3 x images/s / float32 matmul peak\n")  # fmt: skip
     print("| network | precision | contestant | median img/s | min-max | windows | cnncli / best PyTorch | MFU |")

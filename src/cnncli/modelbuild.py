@@ -29,8 +29,10 @@ def build_model(recipe: Recipe, input_shape: tuple[int, ...], num_classes: int, 
     configure()
     seed = recipe.train.seed if seed is None else seed
     specs = model_specs(recipe, num_classes)
-    # One compiled init program instead of one per initializer call (19 programs, 4 s here).
-    model = nnx.jit(lambda: build(specs, input_shape, num_classes, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))()
+    # Parameter init from an rbg key: threefry's initializer programs compiled slowly on
+    # XLA CPU (ResNet-20 init 5.0 s with threefry vs 1.9 s with rbg, BENCHMARKS.md). Only
+    # init uses it; dropout, shuffling and augmentation keep the default (threefry) keys.
+    model = build(specs, input_shape, num_classes, rngs=nnx.Rngs(params=jax.random.key(seed, impl="rbg"), dropout=seed + 1))
     graphdef, state = nnx.split(model)
     x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
     out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s, copy=True)(x), state, x)  # no compute

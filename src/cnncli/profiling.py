@@ -9,8 +9,12 @@ Two entry points:
   and `profile_steps` use it.
 - `profile_steps`: runs N compiled steps under ``jax.profiler.trace`` into a
   directory (the ``*.xplane.pb`` TensorBoard/XProf read, plus a Perfetto
-  ``perfetto_trace.json.gz``), then parses the Perfetto JSON (no TensorBoard
-  needed) and returns the top XLA ops by total time.
+  ``perfetto_trace.json.gz`` that https://ui.perfetto.dev opens), then parses the
+  Perfetto JSON (no TensorBoard needed) and returns the top XLA ops by total time.
+  On XLA CPU each event is one executed thunk: a fusion (``ynn_fusion.12`` is a
+  YNNPACK library call, ``transpose_copy_fusion.3`` an XLA loop), named as in the
+  optimized HLO (``compiled.as_text()``), which says what it computes.
+- `profile_recipe`: the same for a recipe's real session (``cnncli train --profile``).
 
     from cnncli.profiling import synthetic_step, profile_steps
     bench = synthetic_step("resnet20", (32, 32, 3), batch_size=128)
@@ -23,6 +27,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -30,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Event names in the trace that are host-side bookkeeping, not device computation.
-_HOST_NOISE = ("PjitFunction", "PyArray", "ExecuteHelper", "pjit", "jit(", "Execute", "ThunkExecutor")
+# Event names (substrings) that are host-side bookkeeping or waiting, not computation.
+_HOST_NOISE = ("PjitFunction", "PyArray", "ExecuteHelper", "pjit", "jit(", "ThunkExecutor", "ParseArguments",
+               "PjRt", "Await", "Execute", "DevicePut", "TransferTo")  # fmt: skip
 
 
 @dataclass
@@ -88,8 +94,8 @@ def synthetic_step(
 ) -> Bench:
     """cnncli's train step for ``model`` with SGD+momentum on a random on-device training set.
 
-    Built as `cnncli.session.Session.setup_model` builds it: a model initialized
-    under one ``nnx.jit``, split into (trainable, rest), `make_train_step` with a
+    Built as `cnncli.session.Session.setup_model` builds it (except that parameters
+    are initialized eagerly from rbg keys): split into (trainable, rest), `make_train_step` with a
     `StepConfig`, uint8 images normalized on the device, state donated, compiled
     ahead of time (``lower(...).compile()``).
 
@@ -119,10 +125,12 @@ def synthetic_step(
     configure()
     specs = model_specs(model, num_classes)
     flops = geometry.analyze(specs, input_shape, num_classes=num_classes).total.flops
-    # rbg keys for the initializers: the init program compiles in 0.2-2 s instead of
-    # 2-8 s with threefry (BENCHMARKS.md, "Compile time"); the values differ, the speed not.
-    key = jax.random.key(seed, impl="rbg")
-    net = nnx.jit(lambda: build_model(specs, input_shape, num_classes, rngs=nnx.Rngs(params=key, dropout=seed + 1)))()
+    # Eager init from rbg keys: one small program per distinct parameter shape, each
+    # quick to compile with rbg (threefry's are slow), where one nnx.jit program for
+    # the whole model compiles in time growing with depth (ResNet-110: 2.5 vs 9.9 s;
+    # BENCHMARKS.md, "Compile time"). The initial values differ, the step's speed not.
+    net = build_model(specs, input_shape, num_classes,
+                      rngs=nnx.Rngs(params=jax.random.key(seed, impl="rbg"), dropout=seed + 1))  # fmt: skip
     filters = (trainable_filter([]), ...)
     net.train()
     graphdef, params, rest = nnx.split(net, *filters)
@@ -173,6 +181,8 @@ class ProfileReport:
     op_ms: float  # sum of the op events (on 2 cores ops can overlap: may exceed the wall time)
     ops: list[OpTime] = field(default_factory=list)  # sorted by total time, largest first
     categories: dict[str, float] = field(default_factory=dict)  # category -> ms
+    compile_seconds: float | None = None  # the step's compile time, when known
+    images_per_second: float | None = None  # over the profiled steps (profiler overhead included)
 
     def top(self, n: int = 15) -> list[OpTime]:
         return self.ops[:n]
@@ -233,11 +243,8 @@ def find_trace(out_dir: str | Path) -> Path:
 
 
 def _category(name: str) -> str:
-    """``convolution.12`` -> ``convolution``; ``loop_add_fusion.3`` -> ``fusion``."""
-    base = name.split(".")[0].split(":")[0]
-    if "fusion" in base:
-        return "fusion"
-    return base.rstrip("0123456789_-") or base
+    """``convolution.12`` -> ``convolution``; ``transpose_copy_fusion.3`` -> ``transpose_copy_fusion``."""
+    return re.sub(r"\.\d+$", "", name)
 
 
 def summarize_trace(path: str | Path, n_steps: int = 1) -> ProfileReport:
@@ -260,7 +267,8 @@ def summarize_trace(path: str | Path, n_steps: int = 1) -> ProfileReport:
             continue
         name = str(e.get("name", ""))
         thread = threads.get((e.get("pid"), e.get("tid")), "")
-        if any(name.startswith(h) for h in _HOST_NOISE) or "python" in thread.lower() or name == "train_step":
+        if (any(h in name for h in _HOST_NOISE) or "python" in thread.lower() or name == "train_step"
+                or name.startswith("end: ") or name.startswith("$")):  # fmt: skip
             continue
         totals[name] += float(e["dur"]) / 1e3  # microseconds -> ms
         counts[name] += 1
@@ -275,8 +283,9 @@ def summarize_trace(path: str | Path, n_steps: int = 1) -> ProfileReport:
 def format_top_ops(report: ProfileReport, n: int = 15) -> str:
     """A plain-text table of the top ops, per step, and of the categories."""
     per = max(report.steps, 1)
+    extra = f", step compiled in {report.compile_seconds:.2f} s" if report.compile_seconds is not None else ""
     lines = [f"profile of {report.steps} steps: {report.wall_seconds * 1e3 / per:.1f} ms/step wall, "
-             f"{report.op_ms / per:.1f} ms/step in ops; trace in {report.trace_dir}",
+             f"{report.op_ms / per:.1f} ms/step in ops (summed over threads){extra}; trace in {report.trace_dir}",
              f"{'op':<48} {'ms/step':>9} {'%':>6} {'calls':>6}"]  # fmt: skip
     total = report.op_ms or 1.0
     for op in report.top(n):
@@ -284,4 +293,41 @@ def format_top_ops(report: ProfileReport, n: int = 15) -> str:
     lines.append(f"{'category':<48} {'ms/step':>9} {'%':>6}")
     for cat, ms in list(report.categories.items())[:10]:
         lines.append(f"{cat[:48]:<48} {ms / per:>9.2f} {100 * ms / total:>5.1f}%")
+    if any(op.category.startswith("conv") for op in report.ops):
+        lines.append("note: XLA CPU runs its own convolutions (conv_general_dilated, convolution*) asynchronously; "
+                     "their events time the launch, not the work, which shows as wall time no op accounts for")  # fmt: skip
     return "\n".join(lines)
+
+
+def profile_recipe(recipe, workdir: str | Path, n_steps: int = 10) -> ProfileReport:
+    """Profile a recipe's real train step: ``cnncli train RECIPE --profile N``.
+
+    Builds the session exactly as `cnncli.train.fit` does (data on the device, the
+    model, the optimizer, the step compiled ahead of time), then traces ``n_steps``
+    steps from a fresh state into ``WORKDIR/profile``. Nothing is trained for real:
+    no checkpoint is written and ``metrics.jsonl`` is not touched.
+
+    Returns:
+        The `ProfileReport` (``format_top_ops(report)`` is the table to print);
+        ``report.compile_seconds`` holds the step's compile time.
+    """
+    import numpy as np
+
+    from cnncli.session import build_session
+
+    workdir = Path(workdir)
+    sess = build_session(recipe, workdir)
+    try:
+        state = sess.fresh_state()
+        if hasattr(sess, "place"):  # on a mesh: lay the state out as the training loop does
+            state = sess.place(state)
+        sess.compile(state)
+        index_arg = getattr(sess, "index_arg", np.int32)
+        args = (sess.x_train, sess.y_train, sess.permutation(0), index_arg(0), sess.augment_key)
+        report = profile_steps(sess.train_step, state, args, n_steps, workdir / "profile",
+                               index_of=lambda i: index_arg(i % sess.steps_per_epoch))  # fmt: skip
+        report.compile_seconds = sess.compile_seconds
+        report.images_per_second = sess.batch_size * n_steps / report.wall_seconds
+    finally:
+        sess.close()
+    return report

@@ -111,16 +111,18 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, smooth
 
 # XLA CPU debug options for every compiled step (train, eval, logits), passed per
 # program (``jax.jit(..., compiler_options=...)``), so they need no XLA_FLAGS before
-# the backend starts and leave other programs alone. Adding YNNPACK's elementwise
-# fusions to its default set (individual convolutions, reductions, individual dots)
-# makes BatchNorm/ReLU/residual results materialize once, instead of XLA
-# re-computing whole residual chains inside the transposes that feed every
-# weight-gradient convolution (up to 145 ms per transpose on ResNet-20): the
-# ResNet-20 step took 25-30% less CPU time (BENCHMARKS.md, "Levers").
-# ``CNNCLI_XLA_OPTIONS=off`` compiles without them.
+# the backend starts and leave other programs alone. Measured in BENCHMARKS.md
+# ("Levers"), alternating in one process:
+# - YNNPACK elementwise fusions on: BatchNorm/ReLU/residual results materialize
+#   once, instead of XLA re-computing whole residual chains inside the transposes
+#   that feed every weight-gradient convolution (up to 145 ms per transpose on
+#   ResNet-20): the ResNet-20 step took 25-30% less CPU time.
+# - YNNPACK convolutions off (XLA's own convolutions instead): ResNet-20 +17%,
+#   the 2-conv CNN +22% images/s; LeNet-5 unchanged.
+# ``CNNCLI_XLA_OPTIONS=off`` compiles with XLA's defaults.
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": ",".join(
-        f"LIBRARY_FUSION_TYPE_{t}" for t in ("INDIVIDUAL_CONVOLUTION", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT")
+        f"LIBRARY_FUSION_TYPE_{t}" for t in ("ELTWISE", "REDUCE", "INDIVIDUAL_DOT")
     ),
 }
 

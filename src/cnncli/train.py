@@ -194,11 +194,13 @@ def _run_epoch(sess, state, epoch, start_index, clock, saves, emit):
         if sess.should_stop() or last:
             break
         if saves.due(step):  # not on the epoch's last step: the caller saves that one
+            jax.block_until_ready(state.step)  # the dispatched steps' compute belongs to training time
             clock.stop(images)
             images = 0
             _save(sess, state, epoch, index, {}, emit)
             saves.reset()
             clock.start()
+    jax.block_until_ready(state.step)
     clock.stop(images)
     return state, index
 

@@ -39,9 +39,16 @@ Initialization: convs (and transposed convs) He normal with fan_out, variance
 ``2 / (prod(k) * out)``, truncated at 2 sigma (torchvision's ResNet/DenseNet choice);
 dense, BatchNorm and LayerNorm keep flax's defaults (LeCun normal, ones/zeros).
 
+Precision: modules compute in their input's dtype. A bfloat16 input (``[train]
+precision = "bf16"``: `cnncli.steps` casts the parameters and the input) runs
+convolutions and dense layers on bfloat16 operands with float32 accumulation
+(`ops.mixed_conv`, `ops.Dense`) and BatchNorm statistics in float32.
+
 Modules: `shapes` (padding conventions, pure Python), `pooling` (pool kernels and
-their fast paths), `ops` (single-layer modules), `blocks` (residual and dense
-blocks), `model` (`Model`, `build_model`).
+their fast paths), `norm` (`BatchNorm`: `nnx.BatchNorm`'s state and semantics, a
+hand-written backward pass), `ops` (single-layer modules), `blocks` (residual and
+dense blocks), `model` (`Model`, `build_model`). Speed measurements behind these
+choices: BENCHMARKS.md.
 """
 
 from cnncli.models.model import (

@@ -1,0 +1,122 @@
+"""A/B of the speed levers on cnncli's train step, in one process, alternating windows.
+
+Run: ``uv run python benchmarks/levers.py [--model resnet20] [--windows 8] [--variants a,b,...]``
+
+Each variant is cnncli's real step (`cnncli.profiling.synthetic_step`) built with
+one lever changed; the windows alternate between variants, and each reports wall
+images/s and process CPU milliseconds per step. On a shared machine the CPU time
+is the steadier number (time the process was descheduled does not count), so the
+table shows both. Variants:
+
+- ``default``: what cnncli ships (`cnncli.steps.xla_options`, `cnncli.models.norm.BatchNorm`).
+- ``xla-defaults``: no cnncli XLA options (XLA's default YNNPACK fusion set).
+- ``flax-bn``: `nnx.BatchNorm` and `nnx.Conv.__call__` instead of cnncli's.
+- ``flax-bn+xla-defaults``: both of the above (the code before issue #8).
+- ``xnn-greedy``: plus ``xla_cpu_experimental_xnn_graph_fusion_mode=GREEDY``.
+- ``pool-reduce-window``: max pools through ``lax.reduce_window`` (models with max pools).
+- ``bf16``: ``precision = "bf16"`` (mixed precision).
+- ``ynn=T1+T2``: exactly these YNNPACK fusion types (``eltwise``, ``reduce``,
+  ``individual_dot``, ``individual_convolution``, ``dot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+MODELS = {
+    "resnet20": ("resnet20", (32, 32, 3)),
+    "lenet5": ("lenet5", (28, 28, 1)),
+    "cnn2": ("conv:c=32,k=3,p=same relu maxpool:k=2 conv:c=64,k=3,p=same relu maxpool:k=2 flatten dense", (28, 28, 1)),
+}
+
+
+@contextlib.contextmanager
+def flax_modules():
+    """Build with flax's BatchNorm and Conv call (the pre-#8 modules)."""
+    from flax import nnx
+
+    from cnncli.models import ops
+
+    saved = ops.BatchNorm, ops.PaddedConv.__call__
+    ops.BatchNorm = lambda f, momentum, epsilon, rngs: nnx.BatchNorm(f, momentum=momentum, epsilon=epsilon, rngs=rngs)
+    ops.PaddedConv.__call__ = lambda self, x, out_sharding=None: nnx.Conv.__call__(self, x)
+    try:
+        yield
+    finally:
+        ops.BatchNorm, ops.PaddedConv.__call__ = saved
+
+
+@contextlib.contextmanager
+def reduce_window_pools():
+    from cnncli.models import pooling
+
+    saved = pooling.choose_max_impl
+    pooling.choose_max_impl = lambda *a: "reduce_window"
+    try:
+        yield
+    finally:
+        pooling.choose_max_impl = saved
+
+
+def build(variant: str, model: str, shape, batch_size: int):
+    from cnncli.profiling import synthetic_step
+    from cnncli.steps import CPU_COMPILER_OPTIONS
+
+    options: dict | str | None = "auto"
+    precision = "fp32"
+    context = contextlib.nullcontext()
+    if "xla-defaults" in variant:
+        options = None
+    if variant.startswith("flax-bn"):
+        context = flax_modules()
+    if variant == "xnn-greedy":
+        options = dict(CPU_COMPILER_OPTIONS, xla_cpu_experimental_xnn_graph_fusion_mode="XNN_GRAPH_FUSION_MODE_GREEDY")
+    if variant.startswith("ynn="):  # ynn=ELTWISE+REDUCE: exactly these YNNPACK fusion types
+        types = ",".join(f"LIBRARY_FUSION_TYPE_{t.upper()}" for t in variant[4:].split("+"))
+        options = {"xla_cpu_experimental_ynn_fusion_type": types}
+    if variant == "pool-reduce-window":
+        context = reduce_window_pools()
+    if variant == "bf16":
+        precision = "bf16"
+    with context:
+        return synthetic_step(model, shape, batch_size=batch_size, compiler_options=options, precision=precision)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20", choices=list(MODELS))
+    parser.add_argument("--variants", default="default,xla-defaults,flax-bn,flax-bn+xla-defaults")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--windows", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3, help="steps per window (default 3)")
+    args = parser.parse_args()
+    model, shape = MODELS[args.model]
+    benches = {}
+    for v in args.variants.split(","):
+        benches[v] = build(v, model, shape, args.batch_size)
+        print(f"{v}: step compiled in {benches[v].compile_seconds:.2f} s", flush=True)
+    wall: dict[str, list[float]] = {v: [] for v in benches}
+    cpu: dict[str, list[float]] = {v: [] for v in benches}
+    for b in benches.values():
+        b.run(2)
+    for r in range(args.windows):
+        order = list(benches)[r % len(benches):] + list(benches)[: r % len(benches)]
+        for v in order:
+            c0 = time.process_time()
+            seconds = benches[v].run(args.steps)
+            cpu[v].append((time.process_time() - c0) / args.steps * 1e3)
+            wall[v].append(args.steps * args.batch_size / seconds)
+    base = statistics.median(cpu[next(iter(benches))])
+    print(f"\n{args.model}, batch {args.batch_size}, {args.windows} windows x {args.steps} steps, alternating")
+    print("| variant | median img/s (wall) | min-max | median CPU ms/step | min | CPU time vs first |\n|---|---|---|---|---|---|")
+    for v in benches:
+        med = statistics.median(cpu[v])
+        print(f"| {v} | {statistics.median(wall[v]):,.0f} | {min(wall[v]):,.0f}-{max(wall[v]):,.0f} | {med:,.0f} | "
+              f"{min(cpu[v]):,.0f} | {med / base:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
