@@ -344,3 +344,14 @@ def test_kill_9_at_a_random_moment_of_a_large_save_never_loses_the_previous_step
     else:
         assert store.latest() == 1  # the partial save is never chosen
     store.close()
+
+
+def test_setting_aside_twice_within_one_second_keeps_both(tmp_path):
+    from cnncli import checkpoint_fs as fs
+
+    for n in (1, 2):
+        (tmp_path / "44").mkdir()
+        (tmp_path / "44" / "x").write_text(str(n))
+        target = fs.set_aside(tmp_path, [44], "20261127-000000")
+        assert (target / "44" / "x").read_text() == str(n)
+    assert sorted(p.name for p in (tmp_path / fs.SUPERSEDED).iterdir()) == ["20261127-000000", "20261127-000000-2"]

@@ -277,7 +277,10 @@ def purge_trash(directory: Path) -> None:
 
 def set_aside(directory: Path, steps: list[int], stamp: str) -> Path:
     """Move committed ``steps`` to ``superseded/<stamp>/`` (kept, no longer listed)."""
-    target = directory / SUPERSEDED / stamp
+    target, n = directory / SUPERSEDED / stamp, 1
+    while any((target / str(step)).exists() for step in steps):  # two set-asides within one second
+        n += 1
+        target = directory / SUPERSEDED / f"{stamp}-{n}"
     target.mkdir(parents=True, exist_ok=True)
     for step in steps:
         os.rename(directory / str(step), target / str(step))
