@@ -15,6 +15,9 @@ import typer
 
 from cnncli import __version__
 from cnncli.cli_arith import conv_arith
+from cnncli.cli_data import data_app
+from cnncli.cli_eval import eval_run, predict
+from cnncli.cli_filters import inspect_filters
 from cnncli.cli_train import train
 from cnncli.errors import CnnCliError
 
@@ -59,37 +62,10 @@ def _main(
 app.command("conv-arith", no_args_is_help=True)(conv_arith)
 app.command("train", no_args_is_help=True)(train)
 
-try:  # commands that land with later issues register themselves here
-    from cnncli.cli_eval import eval_run, predict
-
-    app.command("eval", no_args_is_help=True)(eval_run)
-    app.command("predict", no_args_is_help=True)(predict)
-except ImportError:  # pragma: no cover - until the eval issue lands
-
-    @app.command("eval")
-    def _eval_missing(run: str = typer.Argument(..., help="Run directory.")) -> None:
-        """Evaluate a run's checkpoint (not yet available)."""
-        raise CnnCliError("`cnncli eval` is not yet available in this version")
-
-
-try:
-    from cnncli.cli_filters import inspect_filters
-
-    app.command("inspect-filters", no_args_is_help=True)(inspect_filters)
-except ImportError:  # pragma: no cover
-
-    @app.command("inspect-filters")
-    def _filters_missing(run: str = typer.Argument(..., help="Run directory.")) -> None:
-        """Show what a trained network learned (not yet available)."""
-        raise CnnCliError("`cnncli inspect-filters` is not yet available in this version")
-
-
-try:
-    from cnncli.cli_data import data_app
-
-    app.add_typer(data_app, name="data")
-except ImportError:  # pragma: no cover - until the data issue lands
-    pass
+app.command("eval", no_args_is_help=True)(eval_run)
+app.command("predict", no_args_is_help=True)(predict)
+app.command("inspect-filters", no_args_is_help=True)(inspect_filters)
+app.add_typer(data_app, name="data")
 
 
 def main(argv: list[str] | None = None) -> None:
