@@ -46,21 +46,10 @@ def params_of(workdir) -> dict[str, np.ndarray]:
     """The final parameters, restored on this (single-device) process."""
     from flax import nnx
 
-    from cnncli.checkpoint import to_tree
+    from cnncli.checkpoint import flat_tree, to_tree
     from cnncli.runs import load_run
 
-    loaded = load_run(workdir)
-    flat = {}
-
-    def walk(node, prefix=""):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}/")
-            else:
-                flat[prefix + key] = value
-
-    walk(to_tree(nnx.state(loaded.model, nnx.Param)))
-    return flat
+    return flat_tree(to_tree(nnx.state(load_run(workdir).model, nnx.Param)))
 
 
 def assert_close(a: dict, b: dict) -> None:

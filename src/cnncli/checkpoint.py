@@ -102,6 +102,18 @@ def from_tree(template, tree: dict):
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
+def flat_tree(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict (as `to_tree` makes) as one level keyed ``conv1/kernel``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_tree(value, name + "/"))
+        else:
+            out[name] = value
+    return out
+
+
 def digests(tree: dict) -> dict[str, str]:
     """sha256 of every array's bytes, keyed by its ``/``-joined path."""
     out = {}

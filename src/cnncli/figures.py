@@ -47,20 +47,22 @@ def _kernel_rgb(tile: np.ndarray) -> np.ndarray:
     raise ValueError(f"no 2-D picture for a {tile.ndim - 1}-D kernel")
 
 
+def _each_tile(grid, one_d, two_d) -> list[np.ndarray]:
+    """Render every (filter, channel) kernel, filters major: ``one_d(kernel)`` for 1-D
+    kernels, ``two_d(rgb)`` with the kernel as an RGB picture otherwise."""
+    f, c = grid.values.shape[:2]
+    is_1d = grid.values.ndim - 3 == 1
+    return [one_d(grid.values[i, j]) if is_1d else two_d(_kernel_rgb(grid.values[i, j]))
+            for i in range(f) for j in range(c)]  # fmt: skip
+
+
 def filter_tiles(grid, *, min_tile: int = 48) -> list[np.ndarray]:
     """uint8 tiles of a `cnncli.filters.FilterGrid`, filters major, channels minor."""
-    f, c = grid.values.shape[:2]
-    nd = grid.values.ndim - 3
-    out = []
-    for i in range(f):
-        for j in range(c):
-            tile = grid.values[i, j]
-            if nd == 1:
-                out.append(line_tile(tile, (int(min_tile * 1.5), min_tile)))
-            else:
-                rgb = _kernel_rgb(tile)
-                out.append(to_uint8(upscale(rgb, fit_factor(rgb.shape, min_tile))))
-    return out
+    return _each_tile(
+        grid,
+        lambda k: line_tile(k, (int(min_tile * 1.5), min_tile)),
+        lambda rgb: to_uint8(upscale(rgb, fit_factor(rgb.shape, min_tile))),
+    )
 
 
 def filter_grid_image(grid, *, min_tile: int = 48) -> Image.Image:
@@ -82,17 +84,11 @@ def filter_grid_image(grid, *, min_tile: int = 48) -> Image.Image:
 def filter_grid_terminal(grid, max_width: int = 100) -> np.ndarray:
     """A compact uint8 picture of the filters for `terminal_image` (1-D kernels as colour strips)."""
     f, c = grid.values.shape[:2]
-    nd = grid.values.ndim - 3
-    tiles = []
-    for i in range(f):
-        for j in range(c):
-            tile = grid.values[i, j]
-            if nd == 1:
-                rgb = np.repeat(diverging(tile[:, 0])[None], 2, axis=0)
-            else:
-                rgb = _kernel_rgb(tile)
-                rgb = upscale(rgb, max(1, 6 // max(rgb.shape[:2])))
-            tiles.append(to_uint8(rgb))
+    tiles = _each_tile(
+        grid,
+        lambda k: to_uint8(np.repeat(diverging(k[:, 0])[None], 2, axis=0)),
+        lambda rgb: to_uint8(upscale(rgb, max(1, 6 // max(rgb.shape[:2])))),
+    )
     th, tw = tiles[0].shape[:2]
     cols = square_cols(f, max_cols=max(1, max_width // (tw + 1))) if c == 1 else min(c, max(1, max_width // (tw + 1)))
     if c > 1:

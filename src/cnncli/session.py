@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from cnncli import distributed, rundir
-from cnncli.checkpoint import Checkpoints, state_nbytes, to_tree
+from cnncli.checkpoint import Checkpoints, flat_tree, state_nbytes, to_tree
 from cnncli.checkpoint_fs import committed_steps
 from cnncli.data import Dataset, load_dataset
 from cnncli.errors import CheckpointError, CnnCliError, RecipeError
@@ -204,7 +204,7 @@ class Session:
         step = self.checkpoints.latest() if self.resume_from is None else self.checkpoints.resolve(self.resume_from)
         if step is None:
             if distributed.is_main_process():
-                np.savez(self.workdir / rundir.INIT, **_flat(self._init_params))  # step-0 weights, for --compare-init
+                np.savez(self.workdir / rundir.INIT, **flat_tree(self._init_params))  # step-0 weights, for --compare-init
                 rundir.keep_metrics(self.workdir, step=0, epoch=0)  # a run killed before its first checkpoint
             return self.place(state), 0, 0
         self._check_recipe_unchanged()
@@ -321,17 +321,6 @@ class Session:
                 error.message += f"\nalso: {failure.message}"
             else:
                 error.add_note(f"also: {failure.message}")
-
-
-def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, name + "/"))
-        else:
-            out[name] = value
-    return out
 
 
 def _make_augment(recipe: Recipe, data: Dataset):
