@@ -68,6 +68,10 @@ def build(variant: str, model: str, shape, batch_size: int):
     options: dict | str | None = "auto"
     precision = "fp32"
     context = contextlib.nullcontext()
+    backend = "xla"
+    if variant.startswith("onednn"):  # onednn, onednn-bf16, onednn/<another variant>
+        backend = "onednn"
+        variant = variant.partition("/")[2] or variant
     if "xla-defaults" in variant:
         options = None
     if variant.startswith("flax-bn"):
@@ -79,10 +83,11 @@ def build(variant: str, model: str, shape, batch_size: int):
         options = {"xla_cpu_experimental_ynn_fusion_type": types}
     if variant == "pool-reduce-window":
         context = reduce_window_pools()
-    if variant == "bf16":
+    if variant in ("bf16", "onednn-bf16"):
         precision = "bf16"
     with context:
-        return synthetic_step(model, shape, batch_size=batch_size, compiler_options=options, precision=precision)
+        return synthetic_step(model, shape, batch_size=batch_size, compiler_options=options, precision=precision,
+                              conv_backend=backend)  # fmt: skip
 
 
 def main() -> None:

@@ -24,13 +24,17 @@ def main() -> None:
     parser.add_argument("--shape", default="32x32x3", help="per-example input, channels last (default 32x32x3)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--conv-backend", default="xla", choices=["xla", "onednn"])
+    parser.add_argument("--xla-defaults", action="store_true", help="compile with XLA's default CPU options")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("runs/profile"))
     parser.add_argument("--hlo", action="store_true", help="write the optimized HLO to OUT/step.hlo.txt")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.lower().split("x"))
-    bench = synthetic_step(args.model, shape, batch_size=args.batch_size, precision=args.precision)
+    bench = synthetic_step(args.model, shape, batch_size=args.batch_size, precision=args.precision,
+                           conv_backend=args.conv_backend,
+                           compiler_options=None if args.xla_defaults else "auto")  # fmt: skip
     if args.hlo:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "step.hlo.txt").write_text(bench.step.as_text())

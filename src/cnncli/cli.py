@@ -51,12 +51,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
     _state["debug"] = debug or bool(os.environ.get("CNNCLI_DEBUG"))
+    if ctx.invoked_subcommand not in (None, "conv-arith"):  # commands that run jax
+        from cnncli.jaxsetup import tune_host_malloc
+
+        tune_host_malloc()
 
 
 app.command("conv-arith", no_args_is_help=True)(conv_arith)

@@ -91,6 +91,7 @@ def synthetic_step(
     num_train: int | None = None,
     seed: int = 0,
     compiler_options: dict | str | None = "auto",
+    conv_backend: str = "xla",
 ) -> Bench:
     """cnncli's train step for ``model`` with SGD+momentum on a random on-device training set.
 
@@ -110,6 +111,7 @@ def synthetic_step(
         seed: parameter and data seed.
         compiler_options: XLA options (``"auto"``: cnncli's, `cnncli.steps.xla_options`;
             None: XLA's defaults).
+        conv_backend: ``xla`` or ``onednn`` (`cnncli.steps.StepConfig.conv_backend`).
     """
     import jax
     import jax.numpy as jnp
@@ -138,7 +140,7 @@ def synthetic_step(
     channels = input_shape[-1]
     cfg = StepConfig(
         num_classes=num_classes, mean=(127.5,) * channels, std=(64.0,) * channels, batch_size=batch_size,
-        compute_dtype=jnp.bfloat16 if precision == "bf16" else jnp.float32,
+        compute_dtype=jnp.bfloat16 if precision == "bf16" else jnp.float32, conv_backend=conv_backend,
     )  # fmt: skip
     step = make_train_step(graphdef, filters, tx, cfg, compiler_options=compiler_options)
     n = num_train or 4 * batch_size

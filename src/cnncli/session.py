@@ -8,6 +8,7 @@ current step, save, and exit 130/143.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -103,14 +104,21 @@ class Session:
             batch_size=self.recipe.data.batch_size, label_smoothing=self.recipe.train.label_smoothing,
             ema_decay=self.recipe.train.ema_decay,
             compute_dtype=jnp.bfloat16 if self.recipe.train.precision == "bf16" else jnp.float32,
-            batch_sharding=place.batch_sharding(),
+            batch_sharding=place.batch_sharding(), conv_backend=self.recipe.train.conv_backend,
         )  # fmt: skip
+        if cfg.conv_backend != "xla" and place.multi:
+            raise RecipeError(
+                f"train.conv_backend = {cfg.conv_backend!r} runs on one device, but this run's mesh has "
+                f"{place.mesh.size} ({place.describe()})",
+                hint='set train.conv_backend = "xla" to train on several devices, or train.mesh = {data = 1}',
+            )
         self.step_config = cfg
         self.augment = _make_augment(self.recipe, self.data)
         self._make_step = lambda shardings: make_train_step(
             self.graphdef, self.split_filters, self.tx, cfg, self.augment, state_shardings=shardings
         )
-        self.eval_step = make_eval_step(self.eval_graphdef, cfg)
+        # Evaluation keeps XLA's convolutions, as `cnncli eval` does: the same numbers in both.
+        self.eval_step = make_eval_step(self.eval_graphdef, dataclasses.replace(cfg, conv_backend="xla"))
         root = jax.random.key(seed)
         self.shuffle_key = jax.random.fold_in(root, 1)
         self.augment_key = place.replicate(jax.random.fold_in(root, 2))
@@ -333,6 +341,27 @@ def _make_augment(recipe: Recipe, data: Dataset):
     return make_augment(recipe.data.augment, data)
 
 
+def check_conv_backend(recipe: Recipe) -> None:
+    """Fail before anything is written if the recipe's conv backend cannot run here.
+
+    Raises:
+        RecipeError: ``onednn`` on a non-CPU backend.
+        OneDNNUnavailable: oneDNN, its headers or g++ is missing (builds the
+            extension on first use; a few seconds).
+    """
+    if recipe.train.conv_backend == "xla":
+        return
+    platform = jax.default_backend()
+    if platform != "cpu":
+        raise RecipeError(
+            f"train.conv_backend = {recipe.train.conv_backend!r} is for the CPU, but JAX runs on {platform}",
+            hint='drop train.conv_backend (default "xla"): XLA\'s own kernels are the fast ones there',
+        )
+    from cnncli.native import onednn
+
+    onednn.load()
+
+
 def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = None, recipe_suffix: str = ".toml",
                   allow_recipe_change: bool = False, resume_from: str | int | None = None) -> Session:  # fmt: skip
     """Load the data, build the model and steps, and open the run directory.
@@ -348,6 +377,7 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
             f"--resume-from {resume_from}: no committed checkpoint in {workdir / rundir.CHECKPOINTS}",
             hint="check --workdir, or drop --resume-from to start a fresh run",
         )
+    check_conv_backend(recipe)
     with warnings.catch_warnings(record=True) as caught:  # skipped image files and kin
         warnings.simplefilter("always", UserWarning)
         data = load_dataset(recipe.data)

@@ -34,6 +34,8 @@ import optax
 from flax import nnx
 from flax import struct
 
+from cnncli.models.ops import conv_backend
+
 
 @struct.dataclass
 class TrainState:
@@ -78,6 +80,7 @@ class StepConfig:
     ema_decay: float | None = None
     compute_dtype: Any = jnp.float32
     batch_sharding: Any = None  # a NamedSharding splitting the batch over the mesh's data axis
+    conv_backend: str = "xla"  # "onednn": convolutions through cnncli.native.onednn (CPU)
 
 
 def gather_batch(x_all, y_all, perm, index, cfg: StepConfig):
@@ -127,11 +130,16 @@ CPU_COMPILER_OPTIONS = {
 }
 
 
-def xla_options() -> dict[str, str] | None:
-    """The XLA options cnncli compiles its steps with on this backend (None: XLA's defaults)."""
+def xla_options(conv_backend: str = "xla") -> dict[str, str] | None:
+    """The XLA options cnncli compiles its steps with on this backend (None: XLA's defaults).
+
+    With oneDNN convolutions (``conv_backend="onednn"``) XLA's default fusions are
+    faster (no transposed copies feed weight gradients any more; BENCHMARKS.md), so
+    the options are for XLA's own convolutions only.
+    """
     import os
 
-    if os.environ.get("CNNCLI_XLA_OPTIONS", "").lower() in ("off", "0", "none"):
+    if os.environ.get("CNNCLI_XLA_OPTIONS", "").lower() in ("off", "0", "none") or conv_backend != "xla":
         return None
     return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
 
@@ -165,7 +173,7 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, 
         augment: optional ``(key, x, y_onehot) -> (x, y_onehot)`` run on the device.
         state_shardings: the state's shardings on a mesh (``distributed.state_shardings``);
             the updated state is laid out the same way.
-        compiler_options: XLA options; ``"auto"`` = `xla_options()`, None = XLA's defaults.
+        compiler_options: XLA options; ``"auto"`` = `xla_options`, None = XLA's defaults.
 
     Returns:
         ``train_step(state, x_all, y_all, perm, index, key) -> state``: one update on
@@ -173,11 +181,12 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, 
     """
 
     if compiler_options == "auto":
-        compiler_options = xla_options()
+        compiler_options = xla_options(cfg.conv_backend)
 
     def loss_fn(params, rest, x, targets):
         model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
-        logits = model(x.astype(cfg.compute_dtype)).astype(jnp.float32)
+        with conv_backend(cfg.conv_backend):
+            logits = model(x.astype(cfg.compute_dtype)).astype(jnp.float32)
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         _, _, new_rest = nnx.split(model, *split_filters)
         return loss, (logits, new_rest)
@@ -224,9 +233,10 @@ def make_logits_fn(graphdef, cfg: StepConfig):
 
     def logits_fn(params, rest, x):
         model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
-        return model(preprocess(x, cfg).astype(cfg.compute_dtype)).astype(jnp.float32)
+        with conv_backend(cfg.conv_backend):
+            return model(preprocess(x, cfg).astype(cfg.compute_dtype)).astype(jnp.float32)
 
-    return jax.jit(logits_fn, compiler_options=xla_options())
+    return jax.jit(logits_fn, compiler_options=xla_options(cfg.conv_backend))
 
 
 def make_eval_step(graphdef, cfg: StepConfig):
@@ -234,12 +244,13 @@ def make_eval_step(graphdef, cfg: StepConfig):
 
     def eval_step(params, rest, x, y, mask):
         model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
-        logits = model(preprocess(x, cfg).astype(cfg.compute_dtype)).astype(jnp.float32)
+        with conv_backend(cfg.conv_backend):
+            logits = model(preprocess(x, cfg).astype(cfg.compute_dtype)).astype(jnp.float32)
         loss = cross_entropy(logits, y, cfg.num_classes)
         correct = (jnp.argmax(logits, -1) == y) & mask
         return jnp.sum(jnp.where(mask, loss, 0.0)), jnp.sum(correct), jnp.sum(mask)
 
-    return jax.jit(eval_step, compiler_options=xla_options())
+    return jax.jit(eval_step, compiler_options=xla_options(cfg.conv_backend))
 
 
 def batches(n: int, batch_size: int):

@@ -7,6 +7,8 @@ small modules too, so every name in ``Model.layer_names`` is an attribute.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import jax
@@ -73,13 +75,44 @@ class PaddedConv(nnx.Conv):
         return y
 
 
+# Which kernels the convolutions traced in this context use: "xla" (lax) or
+# "onednn" (`cnncli.native.onednn`, ``[train] conv_backend``). Read at trace time,
+# so it is part of what a compiled step is; set around a trace with `conv_backend`.
+_CONV_BACKEND: contextvars.ContextVar[str] = contextvars.ContextVar("cnncli_conv_backend", default="xla")
+CONV_BACKENDS = ("xla", "onednn")
+
+
+@contextlib.contextmanager
+def conv_backend(name: str):
+    """Trace the convolutions inside with backend ``name`` (see `CONV_BACKENDS`)."""
+    if name not in CONV_BACKENDS:
+        raise ValueError(f"unknown conv backend {name!r}; expected one of {CONV_BACKENDS}")
+    token = _CONV_BACKEND.set(name)
+    try:
+        yield
+    finally:
+        _CONV_BACKEND.reset(token)
+
+
 def mixed_conv(x: jax.Array, kernel: jax.Array, strides, padding, **kwargs) -> jax.Array:
     """``lax.conv_general_dilated`` in the input's precision.
 
     float32 input: a plain float32 convolution. bfloat16 input (``[train] precision
     = "bf16"``): the kernel is cast to bfloat16, the products accumulate in float32
     (``preferred_element_type``), and the result is rounded back to bfloat16.
+
+    Under ``conv_backend("onednn")`` the convolutions oneDNN covers (zero padding,
+    no input dilation, 1 or 2 spatial axes) go to `cnncli.native.onednn.conv`, same
+    meaning; the rest stay with lax.
     """
+    if _CONV_BACKEND.get() == "onednn":
+        from cnncli.native import onednn
+
+        pads = tuple((0, 0) for _ in strides) if padding == "VALID" else tuple(tuple(p) for p in padding)
+        if onednn.supports(x.ndim, pads, kwargs.get("lhs_dilation"), x.dtype):
+            dilation = tuple(kwargs.get("rhs_dilation") or (1,) * len(strides))
+            groups = kwargs.get("feature_group_count", 1)
+            return onednn.conv(x, kernel.astype(x.dtype), tuple(strides), pads, dilation, groups)
     if x.dtype == jnp.float32 or not jnp.issubdtype(x.dtype, jnp.floating):
         return lax.conv_general_dilated(x, kernel.astype(x.dtype), strides, padding, **kwargs)
     y = lax.conv_general_dilated(x, kernel.astype(x.dtype), strides, padding, preferred_element_type=jnp.float32, **kwargs)

@@ -1,0 +1,190 @@
+"""Optional oneDNN convolutions for the CPU, as XLA FFI custom calls.
+
+``[train] conv_backend = "onednn"`` sends every channels-last convolution of the
+train step (forward, backward-data, backward-weights) to oneDNN, the library
+PyTorch's CPU convolutions use, instead of XLA's own CPU kernels. It is optional:
+install the ``onednn`` extra (``uv sync --extra onednn``: Intel's oneDNN 3.x CPU
+build, about 165 MB) and have g++ on the PATH. The first use compiles
+``onednn_conv.cc`` against jaxlib's FFI headers (about 5 s) into cnncli's cache
+(``~/.cache/cnncli/native``, or ``$CNNCLI_CACHE_DIR/native``), keyed by the source,
+jax's version and the oneDNN found; later uses load it.
+
+`conv` has the meaning of ``lax.conv_general_dilated`` with channels-last
+dimension numbers (``(N, *spatial, C)`` inputs, ``(*spatial, C_in / groups, C_out)``
+kernels), zero padding ``(lo, hi)`` per axis, strides, kernel dilation and feature
+groups; it is differentiable through `jax.custom_vjp` and tested against lax for
+equality (``tests/test_onednn.py``). Input dilation (transposed convolutions) and
+negative padding are not supported: `supports` says so and the models keep lax
+for those.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnncli.errors import CnnCliError
+
+SOURCE = Path(__file__).with_name("onednn_conv.cc")
+TARGETS = ("cnncli_onednn_conv_fwd", "cnncli_onednn_conv_bwd_data", "cnncli_onednn_conv_bwd_weights")
+HINT = "install the optional oneDNN build with `uv sync --extra onednn` (or set CNNCLI_ONEDNN_ROOT to a oneDNN 3.x prefix), and have g++ on the PATH"
+
+
+class OneDNNUnavailable(CnnCliError):
+    """oneDNN, its headers or a C++ compiler is missing, or the build failed."""
+
+
+def find_root() -> Path:
+    """The oneDNN 3.x prefix (``include/oneapi/dnnl/dnnl.hpp`` and ``lib/libdnnl.so``)."""
+    candidates = []
+    if env := os.environ.get("CNNCLI_ONEDNN_ROOT"):
+        candidates.append(Path(env))
+    candidates += [Path(sys.prefix), Path(sys.base_prefix), Path("/usr/local"), Path("/usr")]
+    for root in candidates:
+        header = root / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
+        if not header.is_file() or not _libdnnl(root):
+            continue
+        if _major(header) >= 3:
+            return root
+    raise OneDNNUnavailable("oneDNN 3.x was not found (looked in " + ", ".join(map(str, candidates)) + ")", hint=HINT)
+
+
+def _libdnnl(root: Path) -> Path | None:
+    for lib in ("lib", "lib64", "lib/x86_64-linux-gnu"):
+        if (root / lib / "libdnnl.so").exists():
+            return root / lib
+    return None
+
+
+def _major(header: Path) -> int:
+    for line in header.read_text().splitlines():
+        if line.startswith("#define DNNL_VERSION_MAJOR"):
+            return int(line.split()[2])
+    return 0
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("CNNCLI_CACHE_DIR")
+    if base and base != "off":
+        return Path(base) / "native"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cnncli" / "native"
+
+
+def build(root: Path | None = None) -> Path:
+    """Compile the extension (or find it already compiled) and return the .so's path."""
+    root = root or find_root()
+    libdir = _libdnnl(root)
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256(
+        SOURCE.read_bytes() + f"|{jax.__version__}|{root.resolve()}|{include}".encode()
+    ).hexdigest()[:16]
+    out = _cache_dir() / f"libcnncli_onednn-{key}.so"
+    if out.is_file():
+        return out
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        raise OneDNNUnavailable("no C++ compiler (g++) on the PATH to build the oneDNN extension", hint=HINT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    cmd = [
+        compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+        f"-I{include}", f"-I{root / 'include'}", str(SOURCE), "-o", str(tmp_path),
+        f"-L{libdir}", "-ldnnl", f"-Wl,-rpath,{libdir}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp_path.unlink(missing_ok=True)
+        raise OneDNNUnavailable(
+            f"building the oneDNN extension failed ({' '.join(cmd[:2])} ... exit {proc.returncode}):\n"
+            + proc.stderr[-2000:],
+            hint=HINT,
+        )
+    os.replace(tmp_path, out)  # atomic: concurrent builders each publish a whole file
+    return out
+
+
+@functools.cache
+def load() -> str:
+    """Build if needed, load and register the FFI targets; return oneDNN's version."""
+    lib = ctypes.cdll.LoadLibrary(str(build()))
+    for name in TARGETS:
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
+    lib.cnncli_onednn_version.restype = ctypes.c_char_p
+    return lib.cnncli_onednn_version().decode()
+
+
+def available() -> bool:
+    """Whether `load` succeeds here (builds the extension on first call)."""
+    try:
+        load()
+    except OneDNNUnavailable:
+        return False
+    return True
+
+
+def supports(x_ndim: int, padding, lhs_dilation=None, dtype=jnp.float32) -> bool:
+    """Whether `conv` covers this convolution (else the caller keeps lax)."""
+    return (
+        3 <= x_ndim <= 4  # 1 or 2 spatial axes: oneDNN 3.2's 3-D backward-weights kernel failed a test
+        and all(lo >= 0 and hi >= 0 for lo, hi in padding)
+        and (lhs_dilation is None or all(d == 1 for d in lhs_dilation))
+        and jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+    )
+
+
+def _out_size(i: int, k: int, s: int, lo: int, hi: int, d: int) -> int:
+    return (i + lo + hi - ((k - 1) * d + 1)) // s + 1
+
+
+def _attrs(strides, padding, dilation, groups) -> dict:
+    i64 = functools.partial(np.asarray, dtype=np.int64)
+    return dict(
+        strides=i64(strides), pad_lo=i64([p[0] for p in padding]), pad_hi=i64([p[1] for p in padding]),
+        dilation=i64(dilation), groups=np.int64(groups),
+    )  # fmt: skip
+
+
+def _call(target: str, shape, dtype, a, b, attrs):
+    load()  # registers the targets (cached after the first call)
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, dtype))(a, b, **attrs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def conv(x: jax.Array, w: jax.Array, strides: tuple, padding: tuple, dilation: tuple, groups: int) -> jax.Array:
+    """Channels-last convolution through oneDNN; lax.conv_general_dilated's meaning."""
+    return _forward(x, w, strides, padding, dilation, groups)
+
+
+def _forward(x, w, strides, padding, dilation, groups):
+    spatial = tuple(
+        _out_size(x.shape[1 + i], w.shape[i], strides[i], *padding[i], dilation[i]) for i in range(x.ndim - 2)
+    )
+    shape = (x.shape[0], *spatial, w.shape[-1])
+    return _call(TARGETS[0], shape, x.dtype, x, w, _attrs(strides, padding, dilation, groups))
+
+
+def _conv_fwd(x, w, strides, padding, dilation, groups):
+    return _forward(x, w, strides, padding, dilation, groups), (x, w)
+
+
+def _conv_bwd(strides, padding, dilation, groups, res, dy):
+    x, w = res
+    attrs = _attrs(strides, padding, dilation, groups)
+    dx = _call(TARGETS[1], x.shape, x.dtype, dy, w, attrs)
+    dw = _call(TARGETS[2], w.shape, w.dtype, x, dy, attrs)
+    return dx, dw
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)

@@ -1,0 +1,310 @@
+// cnncli's optional oneDNN convolutions, as XLA FFI custom calls (CPU only).
+//
+// Three handlers, one per pass of a channels-last convolution:
+//   cnncli_onednn_conv_fwd          y  = conv(x, w)
+//   cnncli_onednn_conv_bwd_data     dx = conv_backward_data(dy, w)
+//   cnncli_onednn_conv_bwd_weights  dw = conv_backward_weights(x, dy)
+// Layouts are JAX's: activations (N, *spatial, C), kernels (*spatial, C_in / groups,
+// C_out), 1 to 3 spatial axes, float32 or bfloat16. The Python side
+// (cnncli/native/onednn.py) builds this file with g++, registers the handlers and
+// wraps them in a jax.custom_vjp that is tested against lax.conv_general_dilated.
+//
+// Attributes (all int64 arrays of length = spatial rank, except `groups`):
+//   strides, pad_lo, pad_hi, dilation (lax's rhs_dilation: 1 = dense), groups.
+//
+// Each distinct problem (pass, shapes, dtypes, attributes) builds its oneDNN
+// primitives once and keeps them: the kernel oneDNN picks for `format_tag::any`
+// weights (blocked on AVX-512), the reorders between JAX's plain kernel layout and
+// that blocked one, and a scratch buffer for the blocked copy.
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// One oneDNN call at a time: XLA may run independent thunks on several threads,
+// and each oneDNN call already uses every core through its own OpenMP team.
+std::mutex& CallMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+ffi::Error DataType(ffi::DataType t, memory::data_type* out) {
+  switch (t) {
+    case ffi::DataType::F32: *out = memory::data_type::f32; return ffi::Error::Success();
+    case ffi::DataType::BF16: *out = memory::data_type::bf16; return ffi::Error::Success();
+    default: return ffi::Error::InvalidArgument("cnncli oneDNN conv: only float32 and bfloat16");
+  }
+}
+
+// oneDNN logical dims of a channels-last activation (N, *S, C) -> {N, C, *S} with the
+// strides of the row-major (N, *S, C) buffer.
+memory::desc ActivationDesc(ffi::Span<const int64_t> d, memory::data_type dt) {
+  const int64_t r = static_cast<int64_t>(d.size());
+  memory::dims dims(r), strides(r);
+  std::vector<int64_t> rm(r);  // row-major strides of the JAX buffer
+  rm[r - 1] = 1;
+  for (int64_t i = r - 2; i >= 0; --i) rm[i] = rm[i + 1] * d[i + 1];
+  dims[0] = d[0]; strides[0] = rm[0];
+  dims[1] = d[r - 1]; strides[1] = rm[r - 1];
+  for (int64_t i = 1; i < r - 1; ++i) { dims[i + 1] = d[i]; strides[i + 1] = rm[i]; }
+  return memory::desc(dims, dt, strides);
+}
+
+// A JAX kernel (*S, I/G, O) as oneDNN weights: {O, I, *S} or, grouped,
+// {G, O/G, I/G, *S}, with the strides of the row-major (*S, I/G, O) buffer.
+memory::desc WeightsDesc(ffi::Span<const int64_t> d, int64_t groups, memory::data_type dt) {
+  const int64_t r = static_cast<int64_t>(d.size());
+  const int64_t ns = r - 2;
+  std::vector<int64_t> rm(r);
+  rm[r - 1] = 1;
+  for (int64_t i = r - 2; i >= 0; --i) rm[i] = rm[i + 1] * d[i + 1];
+  const int64_t ig = d[r - 2], o = d[r - 1];
+  memory::dims dims, strides;
+  if (groups == 1) {
+    dims = {o, ig};
+    strides = {rm[r - 1], rm[r - 2]};
+  } else {
+    const int64_t og = o / groups;
+    dims = {groups, og, ig};
+    strides = {og * rm[r - 1], rm[r - 1], rm[r - 2]};
+  }
+  for (int64_t i = 0; i < ns; ++i) { dims.push_back(d[i]); strides.push_back(rm[i]); }
+  return memory::desc(dims, dt, strides);
+}
+
+memory::desc AnyLike(const memory::desc& md) {
+  return memory::desc(md.get_dims(), md.get_data_type(), memory::format_tag::any);
+}
+
+struct Geometry {
+  memory::dims strides, dilates, pad_l, pad_r;
+};
+
+ffi::Error MakeGeometry(ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
+                        ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
+                        size_t rank, Geometry* g) {
+  const size_t ns = rank - 2;
+  if (strides.size() != ns || pad_lo.size() != ns || pad_hi.size() != ns || dilation.size() != ns)
+    return ffi::Error::InvalidArgument("cnncli oneDNN conv: attribute length != spatial rank");
+  for (size_t i = 0; i < ns; ++i) {
+    g->strides.push_back(strides[i]);
+    g->dilates.push_back(dilation[i] - 1);  // oneDNN counts the holes
+    g->pad_l.push_back(pad_lo[i]);
+    g->pad_r.push_back(pad_hi[i]);
+  }
+  return ffi::Error::Success();
+}
+
+std::string Key(const char* pass, std::initializer_list<const ffi::AnyBuffer*> bufs,
+                const Geometry& g, int64_t groups) {
+  std::ostringstream k;
+  k << pass;
+  for (const auto* b : bufs) {
+    k << '|' << static_cast<int>(b->element_type()) << ':';
+    for (int64_t v : b->dimensions()) k << v << ',';
+  }
+  for (const auto* v : {&g.strides, &g.dilates, &g.pad_l, &g.pad_r}) {
+    k << '|';
+    for (int64_t x : *v) k << x << ',';
+  }
+  k << '|' << groups;
+  return k.str();
+}
+
+dnnl::convolution_forward::primitive_desc ForwardHint(const memory::desc& src, const memory::desc& wei,
+                                                      const memory::desc& dst, const Geometry& g) {
+  return dnnl::convolution_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+      AnyLike(wei), dst, g.strides, g.dilates, g.pad_l, g.pad_r);
+}
+
+// A compiled problem: the main primitive plus, where oneDNN wants blocked weights,
+// the reorder to (fwd, bwd_data) or from (bwd_weights) JAX's plain layout.
+struct Plan {
+  dnnl::primitive main;
+  memory::desc blocked;  // weights desc the primitive uses
+  memory::desc plain;    // JAX's layout
+  bool reorder = false;
+  dnnl::primitive to_or_from;  // reorder plain->blocked or blocked->plain
+  std::vector<uint8_t> scratch;
+};
+
+std::mutex& CacheMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+std::unordered_map<std::string, std::unique_ptr<Plan>>& Cache() {
+  static std::unordered_map<std::string, std::unique_ptr<Plan>> cache;
+  return cache;
+}
+
+void Reorder(Plan* plan, dnnl::stream& stream, memory& from, memory& to) {
+  plan->to_or_from.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+}
+
+enum class Pass { kFwd, kBwdData, kBwdWeights };
+
+// act_in: x (fwd, bwd_weights) or dy (bwd_data); other: w (fwd, bwd_data) or dy (bwd_weights).
+ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+               ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
+               ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation, int64_t groups) {
+  try {
+    const size_t rank = a.dimensions().size();
+    if (rank < 3 || rank > 5)
+      return ffi::Error::InvalidArgument("cnncli oneDNN conv: 1 to 3 spatial axes");
+    Geometry g;
+    if (auto e = MakeGeometry(strides, pad_lo, pad_hi, dilation, rank, &g); e.failure()) return e;
+    memory::data_type ta, tb, to;
+    if (auto e = DataType(a.element_type(), &ta); e.failure()) return e;
+    if (auto e = DataType(b.element_type(), &tb); e.failure()) return e;
+    if (auto e = DataType(out->element_type(), &to); e.failure()) return e;
+
+    static const char* names[] = {"fwd", "bwd_data", "bwd_weights"};
+    const ffi::AnyBuffer& o = *out;
+    const std::string key = Key(names[static_cast<int>(pass)], {&a, &b, &o}, g, groups);
+
+    Plan* plan = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(CacheMutex());
+      auto it = Cache().find(key);
+      if (it != Cache().end()) plan = it->second.get();
+    }
+    if (plan == nullptr) {
+      auto p = std::make_unique<Plan>();
+      if (pass == Pass::kFwd) {
+        auto src = ActivationDesc(a.dimensions(), ta);
+        p->plain = WeightsDesc(b.dimensions(), groups, tb);
+        auto dst = ActivationDesc(o.dimensions(), to);
+        auto pd = dnnl::convolution_forward::primitive_desc(
+            Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+            AnyLike(p->plain), dst, g.strides, g.dilates, g.pad_l, g.pad_r);
+        p->blocked = pd.weights_desc();
+        p->main = dnnl::convolution_forward(pd);
+      } else if (pass == Pass::kBwdData) {
+        auto diff_dst = ActivationDesc(a.dimensions(), ta);
+        p->plain = WeightsDesc(b.dimensions(), groups, tb);
+        auto diff_src = ActivationDesc(o.dimensions(), to);
+        auto hint = ForwardHint(diff_src, p->plain, diff_dst, g);
+        auto pd = dnnl::convolution_backward_data::primitive_desc(
+            Engine(), dnnl::algorithm::convolution_direct, diff_src, AnyLike(p->plain), diff_dst,
+            g.strides, g.dilates, g.pad_l, g.pad_r, hint);
+        p->blocked = pd.weights_desc();
+        p->main = dnnl::convolution_backward_data(pd);
+      } else {
+        auto src = ActivationDesc(a.dimensions(), ta);
+        auto diff_dst = ActivationDesc(b.dimensions(), tb);
+        p->plain = WeightsDesc(o.dimensions(), groups, to);
+        auto hint = ForwardHint(src, p->plain, diff_dst, g);
+        auto pd = dnnl::convolution_backward_weights::primitive_desc(
+            Engine(), dnnl::algorithm::convolution_direct, src, AnyLike(p->plain), diff_dst,
+            g.strides, g.dilates, g.pad_l, g.pad_r, hint);
+        p->blocked = pd.diff_weights_desc();
+        p->main = dnnl::convolution_backward_weights(pd);
+      }
+      p->reorder = p->blocked != p->plain;
+      if (p->reorder) {
+        p->scratch.resize(p->blocked.get_size());
+        if (pass == Pass::kBwdWeights)
+          p->to_or_from = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->blocked, Engine(), p->plain));
+        else
+          p->to_or_from = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->plain, Engine(), p->blocked));
+      }
+      std::lock_guard<std::mutex> lock(CacheMutex());
+      auto [it, inserted] = Cache().emplace(key, std::move(p));
+      plan = it->second.get();
+    }
+
+    std::lock_guard<std::mutex> lock(CallMutex());
+    dnnl::stream stream(Engine());
+    auto& eng = Engine();
+    if (pass == Pass::kFwd) {
+      memory src(ActivationDesc(a.dimensions(), ta), eng, a.untyped_data());
+      memory wplain(plan->plain, eng, b.untyped_data());
+      memory dst(ActivationDesc(o.dimensions(), to), eng, o.untyped_data());
+      memory wei = wplain;
+      if (plan->reorder) {
+        wei = memory(plan->blocked, eng, plan->scratch.data());
+        Reorder(plan, stream, wplain, wei);
+      }
+      plan->main.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+    } else if (pass == Pass::kBwdData) {
+      memory diff_dst(ActivationDesc(a.dimensions(), ta), eng, a.untyped_data());
+      memory wplain(plan->plain, eng, b.untyped_data());
+      memory diff_src(ActivationDesc(o.dimensions(), to), eng, o.untyped_data());
+      memory wei = wplain;
+      if (plan->reorder) {
+        wei = memory(plan->blocked, eng, plan->scratch.data());
+        Reorder(plan, stream, wplain, wei);
+      }
+      plan->main.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei},
+                                  {DNNL_ARG_DIFF_SRC, diff_src}});
+    } else {
+      memory src(ActivationDesc(a.dimensions(), ta), eng, a.untyped_data());
+      memory diff_dst(ActivationDesc(b.dimensions(), tb), eng, b.untyped_data());
+      memory wplain(plan->plain, eng, o.untyped_data());
+      memory wei = plan->reorder ? memory(plan->blocked, eng, plan->scratch.data()) : wplain;
+      plan->main.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                                  {DNNL_ARG_DIFF_WEIGHTS, wei}});
+      if (plan->reorder) Reorder(plan, stream, wei, wplain);
+    }
+    stream.wait();
+    return ffi::Error::Success();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("cnncli oneDNN conv: ") + e.what());
+  }
+}
+
+#define CNNCLI_CONV_BINDING(PASS)                                              \
+  [](ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,      \
+     ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,        \
+     ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,       \
+     int64_t groups) {                                                         \
+    return Run(PASS, a, b, out, strides, pad_lo, pad_hi, dilation, groups);    \
+  }
+
+auto Bind() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::AnyBuffer>()
+      .Arg<ffi::AnyBuffer>()
+      .Ret<ffi::AnyBuffer>()
+      .Attr<ffi::Span<const int64_t>>("strides")
+      .Attr<ffi::Span<const int64_t>>("pad_lo")
+      .Attr<ffi::Span<const int64_t>>("pad_hi")
+      .Attr<ffi::Span<const int64_t>>("dilation")
+      .Attr<int64_t>("groups");
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_fwd, CNNCLI_CONV_BINDING(Pass::kFwd), Bind());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_bwd_data, CNNCLI_CONV_BINDING(Pass::kBwdData), Bind());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_bwd_weights, CNNCLI_CONV_BINDING(Pass::kBwdWeights), Bind());
+
+extern "C" const char* cnncli_onednn_version() {
+  static std::string v = [] {
+    const dnnl_version_t* ver = dnnl::version();
+    std::ostringstream s;
+    s << ver->major << '.' << ver->minor << '.' << ver->patch;
+    return s.str();
+  }();
+  return v.c_str();
+}

@@ -1,0 +1,222 @@
+"""Tests for the optional oneDNN convolutions (cnncli.native.onednn) and host-malloc tuning.
+
+Every oneDNN case compares with ``lax.conv_general_dilated`` on the same inputs:
+forward values and both gradients. They run wherever the onednn extra is installed
+(the dev group installs it on Linux x86-64, so the default test run covers them) and
+skip elsewhere, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from cnncli.native import onednn
+
+try:
+    onednn.load()
+    SKIP = None
+except onednn.OneDNNUnavailable as err:  # pragma: no cover - the dev group installs it on Linux x86-64
+    SKIP = str(err)
+needs_onednn = pytest.mark.skipif(SKIP is not None, reason=f"oneDNN not available: {SKIP}")
+
+
+def lax_conv(x, w, strides, padding, dilation, groups, **kw):
+    nd = x.ndim - 2
+    sp = tuple(range(1, nd + 1))
+    dn = lax.ConvDimensionNumbers((0, nd + 1, *sp), (nd + 1, nd, *range(nd)), (0, nd + 1, *sp))
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=dn,
+                                    feature_group_count=groups, **kw)  # fmt: skip
+
+
+def _case(rng, nd, size, k, s, pads, d, g, cin, cout, n=2, dtype=jnp.float32):
+    x = jnp.asarray(rng.normal(size=(n, *([size] * nd), cin)), dtype)
+    w = jnp.asarray(rng.normal(size=(*([k] * nd), cin // g, cout)), dtype)
+    return x, w, ((s,) * nd, (pads,) * nd, (d,) * nd, g)
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12))
+
+
+CASES = [  # (spatial size, k, stride, (lo, hi) padding, dilation, groups, cin, cout)
+    (8, 3, 1, (1, 1), 1, 1, 3, 4),  # "same" 3x3, RGB in
+    (9, 3, 2, (1, 1), 1, 1, 4, 8),  # strided, odd size
+    (10, 3, 2, (0, 0), 1, 1, 4, 8),  # strided VALID that drops the last row
+    (11, 5, 3, (2, 2), 2, 1, 2, 3),  # dilated, stride 3
+    (8, 1, 1, (0, 0), 1, 1, 8, 16),  # 1x1 (bottleneck / projection shortcut)
+    (12, 3, 1, (1, 1), 1, 2, 4, 6),  # grouped
+    (12, 3, 2, (0, 2), 1, 4, 8, 8),  # asymmetric padding, groups = 4
+    (7, 7, 2, (3, 3), 1, 1, 3, 5),  # ResNet stem shape, kernel as large as the input
+    (6, 3, 1, (1, 1), 1, 16, 16, 16),  # depthwise
+    (32, 3, 1, (1, 1), 1, 1, 16, 16),  # a real ResNet-20 layer shape (16 channels, 32x32)
+]
+
+
+@needs_onednn
+@pytest.mark.parametrize("nd", [1, 2])
+@pytest.mark.parametrize("case", CASES, ids=[f"s{c[0]}k{c[1]}s{c[2]}p{c[3][0]}{c[3][1]}d{c[4]}g{c[5]}" for c in CASES])
+def test_forward_and_gradients_match_lax(nd, case):
+    rng = np.random.default_rng(hash((nd, case)) % 2**32)
+    x, w, args = _case(rng, nd, *case)
+    y_ref, y = lax_conv(x, w, *args), onednn.conv(x, w, *args)
+    assert y.shape == y_ref.shape
+    assert _rel(y_ref, y) < 1e-5
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, *args)))  # a non-uniform cotangent
+
+    gx_ref, gw_ref = jax.grad(loss(lax_conv), (0, 1))(x, w)
+    gx, gw = jax.jit(jax.grad(loss(onednn.conv), (0, 1)))(x, w)
+    assert _rel(gx_ref, gx) < 1e-5
+    assert _rel(gw_ref, gw) < 1e-5
+
+
+@needs_onednn
+def test_bfloat16_matches_lax_with_float32_accumulation():
+    rng = np.random.default_rng(1)
+    x, w, args = _case(rng, 2, 16, 3, 1, (1, 1), 1, 1, 16, 32, n=4, dtype=jnp.bfloat16)
+    ref = lax_conv(x, w, *args, preferred_element_type=jnp.float32)
+    y = onednn.conv(x, w, *args)
+    assert y.dtype == jnp.bfloat16
+    assert _rel(ref, y) < 1e-2  # bfloat16 rounding of the output
+    gx, gw = jax.grad(lambda x, w: jnp.sum(onednn.conv(x, w, *args).astype(jnp.float32)), (0, 1))(x, w)
+    gx_ref, gw_ref = jax.grad(lambda x, w: jnp.sum(lax_conv(x, w, *args, preferred_element_type=jnp.float32)), (0, 1))(
+        x, w
+    )
+    assert gx.dtype == gw.dtype == jnp.bfloat16
+    assert _rel(gx_ref, gx) < 2e-2 and _rel(gw_ref, gw) < 2e-2
+
+
+@needs_onednn
+def test_unused_input_gradient_is_not_computed():
+    """The first layer's input gradient is dead code: XLA drops that custom call."""
+    rng = np.random.default_rng(2)
+    x, w, args = _case(rng, 2, 8, 3, 1, (1, 1), 1, 1, 3, 4)
+    hlo = jax.jit(jax.grad(lambda w: jnp.sum(onednn.conv(x, w, *args)))).lower(w).compile().as_text()
+    assert "cnncli_onednn_conv_bwd_weights" in hlo
+    assert "cnncli_onednn_conv_bwd_data" not in hlo
+
+
+def test_supports_only_what_it_was_tested_on():
+    pads = ((1, 1), (1, 1))
+    assert onednn.supports(4, pads)
+    assert onednn.supports(3, ((0, 2),), dtype=jnp.bfloat16)
+    assert not onednn.supports(5, pads + ((1, 1),))  # 3-D: oneDNN 3.2's backward-weights failed here
+    assert not onednn.supports(4, ((-1, 0), (0, 0)))  # negative padding crops
+    assert not onednn.supports(4, pads, lhs_dilation=(2, 2))  # transposed convolutions
+    assert not onednn.supports(4, pads, dtype=jnp.float16)
+
+
+def test_missing_onednn_says_where_it_looked_and_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNCLI_ONEDNN_ROOT", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(sys, "base_prefix", str(tmp_path / "base"))
+    if any(onednn._libdnnl(p) and onednn._major(p / "include/oneapi/dnnl/dnnl_version.h") >= 3
+           for p in (onednn.Path("/usr/local"), onednn.Path("/usr")) if (p / "include/oneapi/dnnl/dnnl_version.h").is_file()):  # fmt: skip
+        pytest.skip("a system-wide oneDNN 3 is installed")
+    with pytest.raises(onednn.OneDNNUnavailable) as info:
+        onednn.find_root()
+    assert str(tmp_path / "nowhere") in info.value.message
+    assert "uv sync --extra onednn" in info.value.hint
+
+
+@needs_onednn
+def test_the_built_extension_is_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNCLI_CACHE_DIR", str(tmp_path))
+    first = onednn.build()
+    assert first.parent == tmp_path / "native" and first.is_file()
+    mtime = first.stat().st_mtime_ns
+    assert onednn.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
+
+
+# ----------------------------------------------------------------------------- in the train step
+
+
+@needs_onednn
+def test_a_train_step_with_onednn_matches_xla():
+    """A model with BatchNorm, a strided residual block, max pool and dropout: 3 SGD steps."""
+    import optax
+    from flax import nnx
+
+    from cnncli import layers
+    from cnncli.models import build_model
+    from cnncli.steps import StepConfig, TrainState, make_train_step, trainable_filter, zero_sums
+
+    tokens = "conv:c=8,k=3,p=same bn relu maxpool:k=2 resblock:c=16,s=2 conv:c=16,k=1 relu gap dense"
+    model = build_model(layers.parse_layers(tokens), (12, 12, 3), 5,
+                        rngs=nnx.Rngs(params=jax.random.key(0, impl="rbg"), dropout=1))  # fmt: skip
+    filters = (trainable_filter([]), ...)
+    model.train()
+    graphdef, params, rest = nnx.split(model, *filters)
+    tx = optax.sgd(0.05, momentum=0.9)
+    rng = np.random.default_rng(0)
+    data = (jnp.asarray(rng.integers(0, 256, (32, 12, 12, 3), dtype=np.uint8)),
+            jnp.asarray(rng.integers(0, 5, (32,), dtype=np.int32)), jnp.arange(32, dtype=jnp.int32))  # fmt: skip
+    finals = {}
+    for backend in ("xla", "onednn"):
+        cfg = StepConfig(num_classes=5, mean=(127.5,) * 3, std=(64.0,) * 3, batch_size=16, conv_backend=backend)
+        step = make_train_step(graphdef, filters, tx, cfg)
+        p, r = jax.tree.map(jnp.copy, (params, rest))
+        state = TrainState(params=p, rest=r, opt=tx.init(p), ema=None, step=jnp.zeros((), jnp.int32),
+                           sums=zero_sums(), bad_step=jnp.full((), -1, jnp.int32), bad_value=jnp.zeros((), jnp.float32))  # fmt: skip
+        text = step.lower(state, *data, np.int32(0), jax.random.key(0)).compile().as_text()
+        assert ("cnncli_onednn_conv" in text) == (backend == "onednn")
+        for i in range(3):
+            state = step(state, *data, np.int32(i % 2), jax.random.key(0))
+        finals[backend] = state
+    a, b = finals["xla"], finals["onednn"]
+    assert float(b.sums["loss"]) == pytest.approx(float(a.sums["loss"]), rel=1e-4)
+    for u, v in zip(jax.tree.leaves((a.params, a.rest)), jax.tree.leaves((b.params, b.rest))):
+        np.testing.assert_allclose(np.asarray(v), np.asarray(u), rtol=1e-3, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- host malloc
+
+_FAULTS = textwrap.dedent(
+    """
+    import ctypes, resource
+    from cnncli.jaxsetup import tune_host_malloc
+    print("tuned", tune_host_malloc())
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    SIZE = 160 << 20  # past glibc's largest mmap threshold (32 MB), as XLA's step buffers
+    def touch():  # what XLA CPU does each step: a fresh block, written, freed
+        p = libc.malloc(SIZE)
+        ctypes.memset(p, 1, SIZE)
+        libc.free(p)
+    touch()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        touch()
+    print("faults", resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """
+)
+
+
+def _faults(env_extra: dict) -> tuple[str, int]:
+    env = dict(os.environ, **env_extra)
+    out = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    tuned, faults = out.stdout.split()[1], int(out.stdout.split()[3])
+    return tuned, faults
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_tuned_malloc_reuses_large_blocks_instead_of_faulting_fresh_pages():
+    tuned, faults = _faults({})
+    plain_tuned, plain_faults = _faults({"CNNCLI_MALLOC": "system"})
+    assert (tuned, plain_tuned) == ("True", "False")
+    # 3 x 160 MB of fresh pages is ~117,000 faults with glibc's defaults; reused, almost none
+    assert plain_faults > 100_000
+    assert faults < 2_000
