@@ -81,6 +81,8 @@ def build(variant: str, model: str, shape, batch_size: int):
     if variant.startswith("ynn="):  # ynn=ELTWISE+REDUCE: exactly these YNNPACK fusion types
         types = ",".join(f"LIBRARY_FUSION_TYPE_{t.upper()}" for t in variant[4:].split("+"))
         options = {"xla_cpu_experimental_ynn_fusion_type": types}
+    if variant.startswith("opt:"):  # opt:KEY=VALUE+KEY=VALUE: exactly these XLA options
+        options = {k: {"true": True, "false": False}.get(v, v) for k, v in (kv.split("=", 1) for kv in variant[4:].split("+"))}
     if variant == "pool-reduce-window":
         context = reduce_window_pools()
     if variant in ("bf16", "onednn-bf16"):

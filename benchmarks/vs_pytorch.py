@@ -5,20 +5,22 @@ Run (the project venv drives; PyTorch runs in its own Python, see BENCHMARKS.md)
     uv run python benchmarks/vs_pytorch.py --torch-python .bench/torch/bin/python
     uv run python benchmarks/vs_pytorch.py --torch-python ... --models resnet20 --precision bf16
 
-Two worker processes stay alive for the whole run: this script re-run as
-``--worker jax`` (cnncli's real step: `cnncli.profiling.synthetic_step`, i.e.
-`cnncli.steps.make_train_step` with donation, the training set on the device, AOT
-compiled) and ``benchmarks/torch_worker.py``. Only one of them computes at a time:
-each round runs one timed window per contestant (cnncli, PyTorch NCHW, PyTorch
-channels_last), in an order that rotates every round, because this machine's
-speed drifts 10-20% between runs and other processes share it. A window is at
-least ``--seconds`` of back-to-back steps (3 at least). The jax worker also measures
-the float32 matmul peak (``benchmarks/matmul_peak.py``) in windows of its own
-(before each network and at the end; the best one counts), for the MFU: forward
-FLOPs (`cnncli.geometry.analyze`, 2 x MACs) x 3 x images/s / peak.
+Worker processes stay alive for the whole run: this script re-run as ``--worker
+jax``, once per cnncli conv backend (``--backends xla,onednn``; cnncli's real step:
+`cnncli.profiling.synthetic_step`, i.e. `cnncli.steps.make_train_step` with
+donation, the training set on the device, AOT compiled, host malloc tuned as the CLI
+does), and ``benchmarks/torch_worker.py``, once with glibc's default malloc and once
+with cnncli's malloc settings given through ``GLIBC_TUNABLES`` (``--torch-malloc``),
+each serving both memory layouts. Only one of them computes at a time: each round
+runs one timed window per contestant, in an order that rotates every round, because
+this machine's speed drifts 10-20% between runs and other processes share it. A
+window is at least ``--seconds`` of back-to-back steps (3 at least). The first jax
+worker also measures the float32 matmul peak (``benchmarks/matmul_peak.py``) in
+windows of its own (before each network and at the end; the best one counts), for
+the MFU: forward FLOPs (`cnncli.geometry.analyze`, 2 x MACs) x 3 x images/s / peak.
 
 Prints a markdown table: median images/s over the windows, min-max, the ratio of
-cnncli to the best PyTorch layout (ratio of medians), and MFU. ``--json FILE`` saves
+each cnncli backend to the best PyTorch contestant (ratio of medians), and MFU. ``--json FILE`` saves
 every window.
 """
 
@@ -49,6 +51,9 @@ MODELS = {
 
 def jax_worker() -> None:
     """Serve setup/window/matmul requests (JSON lines) with cnncli's compiled step."""
+    from cnncli.jaxsetup import tune_host_malloc
+
+    tune_host_malloc()  # as the cnncli CLI does, before JAX starts its threads
     bench = None
     for line in sys.stdin:
         msg = json.loads(line)
@@ -79,7 +84,8 @@ def _jax_setup(msg: dict) -> dict:
 
     model, shape = MODELS[msg["model"]]
     t0 = time.perf_counter()
-    bench = synthetic_step(model, shape, batch_size=msg.get("batch_size", 128), precision=msg.get("precision", "fp32"))
+    bench = synthetic_step(model, shape, batch_size=msg.get("batch_size", 128), precision=msg.get("precision", "fp32"),
+                           conv_backend=msg.get("conv_backend", "xla"))  # fmt: skip
     bench.run(3)  # warm-up
     return {"ok": True, "bench": bench, "seconds": time.perf_counter() - t0, "compile_seconds": bench.compile_seconds,
             "forward_flops": bench.forward_flops, "jax": jax.__version__, "device": str(jax.devices()[0])}  # fmt: skip
@@ -151,28 +157,34 @@ def load() -> str:
         return "?"
 
 
-def run_model(name: str, precision: str, jaxw: Worker, torchw: Worker | None, args) -> dict:
-    """Set both sides up for one network, then alternate timed windows."""
-    contestants = {"cnncli": jaxw.ask(op="setup", model=name, precision=precision, batch_size=args.batch_size)}
-    print(f"  {name} {precision}: cnncli compiled in {contestants['cnncli']['compile_seconds']:.2f} s", file=sys.stderr)
-    layouts = [] if torchw is None else args.layouts
-    for layout in layouts:
-        # one torch process serves both layouts: set up anew before each of its windows
-        contestants[f"torch {layout}"] = {"layout": layout}
+def run_model(name: str, precision: str, jaxws: dict, torchws: dict, args) -> dict:
+    """Set every contestant up for one network, then alternate timed windows.
+
+    ``jaxws``: conv backend -> jax worker; ``torchws``: malloc mode -> torch worker
+    (each serves every layout, set up anew before each of its windows).
+    """
+    contestants: dict[str, tuple] = {}
+    setup = None
+    for backend, w in jaxws.items():
+        reply = w.ask(op="setup", model=name, precision=precision, batch_size=args.batch_size, conv_backend=backend)
+        setup = setup or reply
+        print(f"  {name} {precision}: cnncli {backend} compiled in {reply['compile_seconds']:.2f} s", file=sys.stderr)
+        contestants[f"cnncli {backend}"] = ("jax", w, None)
+    for mode, w in torchws.items():
+        for layout in args.layouts:
+            label = f"torch {layout}" + ("" if mode == "default" else f", {mode} malloc")
+            contestants[label] = ("torch", w, layout)
     windows: dict[str, list[float]] = {k: [] for k in contestants}
     names = list(contestants)
     for r in range(args.windows):
         order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
         for who in order:
-            if who == "cnncli":
-                reply = jaxw.ask(op="window", seconds=args.seconds)
-            else:
-                layout = contestants[who]["layout"]
-                torchw.ask(op="setup", model=name, layout=layout, precision=precision, batch_size=args.batch_size,
-                           device=args.torch_device)  # fmt: skip
-                reply = torchw.ask(op="window", seconds=args.seconds)
-            windows[who].append(reply["images_per_second"])
-    return {"model": name, "precision": precision, "windows": windows, "setup": contestants["cnncli"]}
+            kind, w, layout = contestants[who]
+            if kind == "torch":
+                w.ask(op="setup", model=name, layout=layout, precision=precision, batch_size=args.batch_size,
+                      device=args.torch_device)  # fmt: skip
+            windows[who].append(w.ask(op="window", seconds=args.seconds)["images_per_second"])
+    return {"model": name, "precision": precision, "windows": windows, "setup": setup}
 
 
 def summarize(result: dict, peak: float | None) -> list[str]:
@@ -183,11 +195,16 @@ def summarize(result: dict, peak: float | None) -> list[str]:
     best = max(torch_keys, key=lambda k: med[k]) if torch_keys else None
     flops = result["setup"]["forward_flops"]
     for k, v in w.items():
-        ratio = f"{med['cnncli'] / med[best]:.2f}x" if best and k == "cnncli" else ("best" if k == best else "")
+        ratio = f"{med[k] / med[best]:.2f}x" if best and k.startswith("cnncli") else ("best" if k == best else "")
         mfu = f"{100 * flops * 3 * med[k] / (peak * 1e9):.0f}%" if peak else "?"
         rows.append(f"| {result['model']} | {result['precision']} | {k} | {med[k]:,.0f} | {min(v):,.0f}-{max(v):,.0f} "
                     f"| {len(v)} | {ratio} | {mfu} |")  # fmt: skip
     return rows
+
+
+# glibc settings for the PyTorch process that match what cnncli applies in-process
+# (cnncli.jaxsetup.tune_host_malloc): one arena, no mmap for large blocks, no trimming.
+TUNED_MALLOC = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
 def main() -> None:
@@ -202,30 +219,38 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5, help="timed windows per contestant (default 5)")
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum seconds per window (default 3)")
     parser.add_argument("--torch-device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--backends", default="xla,onednn", help="cnncli conv backends to time (default xla,onednn)")
+    parser.add_argument("--torch-malloc", default="default,tuned",
+                        help="PyTorch with glibc's default malloc and/or with cnncli's settings (GLIBC_TUNABLES)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="save every window here")
     args = parser.parse_args()
     if args.worker == "jax":
         return jax_worker()
     args.layouts = args.layouts.split(",")
-    jaxw = Worker([sys.executable, str(Path(__file__).resolve()), "--worker", "jax"])
-    torchw = Worker([args.torch_python, str(HERE / "torch_worker.py")]) if args.torch_python else None
+    me = [sys.executable, str(Path(__file__).resolve()), "--worker", "jax"]
+    jaxws = {b: Worker(me) for b in args.backends.split(",")}
+    torchws = {}
+    if args.torch_python:
+        for mode in args.torch_malloc.split(","):
+            env = dict(os.environ, GLIBC_TUNABLES=TUNED_MALLOC) if mode == "tuned" else None
+            torchws[mode] = Worker([args.torch_python, str(HERE / "torch_worker.py")], env=env)
+    first = next(iter(jaxws.values()))
     results, peaks = [], []
     try:
         for name in args.models.split(","):
-            peaks.append(jaxw.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
+            peaks.append(first.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
             for precision in args.precision.split(","):
-                results.append(run_model(name, precision, jaxw, torchw, args))
-        peaks.append(jaxw.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
+                results.append(run_model(name, precision, jaxws, torchws, args))
+        peaks.append(first.ask(op="matmul", dtype="float32", seconds=2.0)["gflops"])
     finally:
-        jaxw.close()
-        if torchw:
-            torchw.close()
+        for w in [*jaxws.values(), *torchws.values()]:
+            w.close()
     peak = max(peaks)
     print(f"\nmachine: {machine()}; load average at the end: {load()}; float32 matmul peak (jax, best of the "
           f"windows before each network and at the end): {peak:.0f} GFLOP/s ({', '.join(f'{p:.0f}' for p in peaks)})")  # fmt: skip
     print(f"batch {args.batch_size}, SGD momentum 0.9; {args.windows} windows of >= {args.seconds:g} s per contestant, "
           "alternating; MFU = forward FLOPs x 3 x images/s / float32 matmul peak\n")  # fmt: skip
-    print("| network | precision | contestant | median img/s | min-max | windows | cnncli / best PyTorch | MFU |")
+    print("| network | precision | contestant | median img/s | min-max | windows | / best PyTorch | MFU |")
     print("|---|---|---|---|---|---|---|---|")
     for result in results:
         print("\n".join(summarize(result, peak)))

@@ -173,6 +173,7 @@ def test_a_train_step_with_onednn_matches_xla():
         assert ("cnncli_onednn_conv" in text) == (backend == "onednn")
         for i in range(3):
             state = step(state, *data, np.int32(i % 2), jax.random.key(0))
+        assert step._cache_size() == 1  # never a recompile after the first step
         finals[backend] = state
     a, b = finals["xla"], finals["onednn"]
     assert float(b.sums["loss"]) == pytest.approx(float(a.sums["loss"]), rel=1e-4)
@@ -220,3 +221,90 @@ def test_tuned_malloc_reuses_large_blocks_instead_of_faulting_fresh_pages():
     # 3 x 160 MB of fresh pages is ~117,000 faults with glibc's defaults; reused, almost none
     assert plain_faults > 100_000
     assert faults < 2_000
+
+
+# ----------------------------------------------------------------------------- through `cnncli train`
+
+
+def _cli(argv, capsys):
+    from cnncli.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@needs_onednn
+def test_train_with_onednn_matches_xla_and_eval_reproduces_it(tmp_path, capsys):
+    import json
+
+    from conftest import TINY_RECIPE, write_recipe
+
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    finals = {}
+    for backend in ("xla", "onednn"):
+        code, out, err = _cli(["train", str(recipe), "--set", f"train.conv_backend={backend}", "--set", "train.epochs=1",
+                               "--workdir", str(tmp_path / backend), "--json"], capsys)  # fmt: skip
+        assert code == 0, err
+        finals[backend] = json.loads(out.splitlines()[-1])
+    a, b = finals["xla"], finals["onednn"]
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)  # same trajectory up to float rounding
+    assert abs(b["eval_accuracy"] - a["eval_accuracy"]) <= 2 / 359
+    resolved = json.loads((tmp_path / "onednn" / "recipe.json").read_text())
+    assert resolved["train"]["conv_backend"] == "onednn"
+    code, out, err = _cli(["eval", str(tmp_path / "onednn"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == pytest.approx(b["eval_accuracy"])
+
+
+def test_onednn_off_the_cpu_fails_before_writing_anything(tmp_path, monkeypatch):
+    from cnncli import session
+    from cnncli.errors import RecipeError
+    from cnncli.recipe import load_recipe
+
+    from conftest import TINY_RECIPE, write_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path, TINY_RECIPE), ["train.conv_backend=onednn"])
+    monkeypatch.setattr(session.jax, "default_backend", lambda: "gpu")
+    with pytest.raises(RecipeError) as info:
+        session.build_session(recipe, tmp_path / "run")
+    assert "train.conv_backend = 'onednn' is for the CPU, but JAX runs on gpu" in info.value.message
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_backend_names_the_choices(tmp_path, capsys):
+    from conftest import TINY_RECIPE, write_recipe
+
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, _, err = _cli(["train", str(recipe), "--set", "train.conv_backend=mkl", "--dry-run"], capsys)
+    assert code == 1
+    assert "`train.conv_backend`: unknown value 'mkl' (valid: xla, onednn)" in err
+
+
+@needs_onednn
+@pytest.mark.slow
+def test_onednn_on_a_mesh_of_several_devices_is_refused(tmp_path):
+    from conftest import TINY_RECIPE, write_recipe
+
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-m", "cnncli.cli", "train", str(recipe), "--set", "train.conv_backend=onednn",
+                           "--workdir", str(tmp_path / "run"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=240)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "train.conv_backend = 'onednn' runs on one device, but this run's mesh has 2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_cli_tunes_malloc_for_commands_that_run_jax_only(monkeypatch, capsys, tmp_path):
+    from cnncli import jaxsetup
+
+    monkeypatch.chdir(tmp_path)  # data info writes its sample grid here
+
+    calls = []
+    monkeypatch.setattr(jaxsetup, "tune_host_malloc", lambda: calls.append(1) or True)
+    code, _, _ = _cli(["conv-arith", "32", "-k", "3"], capsys)
+    assert code == 0 and calls == []
+    code, _, _ = _cli(["data", "info", "digits"], capsys)
+    assert code == 0 and calls == [1]
