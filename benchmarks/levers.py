@@ -14,9 +14,14 @@ table shows both. Variants:
 - ``flax-bn+xla-defaults``: both of the above (the code before issue #8).
 - ``xnn-greedy``: plus ``xla_cpu_experimental_xnn_graph_fusion_mode=GREEDY``.
 - ``pool-reduce-window``: max pools through ``lax.reduce_window`` (models with max pools).
+- ``pool-slices``: 2x2/2-style max pools through the slices path instead of tiles.
 - ``bf16``: ``precision = "bf16"`` (mixed precision).
 - ``ynn=T1+T2``: exactly these YNNPACK fusion types (``eltwise``, ``reduce``,
   ``individual_dot``, ``individual_convolution``, ``dot``).
+- ``opt:KEY=VALUE+KEY=VALUE``: exactly these XLA options (``true``/``false`` as bools).
+- ``onednn``, ``onednn-bf16``: ``conv_backend = "onednn"`` (fp32, bf16);
+  ``onednn/VARIANT``: the oneDNN step with another variant's change, e.g.
+  ``onednn/xla-defaults``, ``onednn/pool-slices``, ``onednn/opt:...``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,19 @@ def flax_modules():
         yield
     finally:
         ops.BatchNorm, ops.PaddedConv.__call__ = saved
+
+
+@contextlib.contextmanager
+def slices_pools():
+    """Max pools as the slices path (the choice for 2x2/2 pools before the tiles path)."""
+    from cnncli.models import pooling
+
+    saved = pooling.choose_max_impl
+    pooling.choose_max_impl = lambda w, s, d, p: "slices" if saved(w, s, d, p) == "tiles" else saved(w, s, d, p)
+    try:
+        yield
+    finally:
+        pooling.choose_max_impl = saved
 
 
 @contextlib.contextmanager
@@ -83,6 +101,8 @@ def build(variant: str, model: str, shape, batch_size: int):
         options = {"xla_cpu_experimental_ynn_fusion_type": types}
     if variant.startswith("opt:"):  # opt:KEY=VALUE+KEY=VALUE: exactly these XLA options
         options = {k: {"true": True, "false": False}.get(v, v) for k, v in (kv.split("=", 1) for kv in variant[4:].split("+"))}
+    if variant == "pool-slices":
+        context = slices_pools()
     if variant == "pool-reduce-window":
         context = reduce_window_pools()
     if variant in ("bf16", "onednn-bf16"):

@@ -339,9 +339,9 @@ def _pool_grad(fn, x):
 @pytest.mark.parametrize(
     ("window", "strides", "dilation", "pads", "impls"),
     [
-        ((2, 2), (2, 2), (1, 1), ((0, 0), (0, 0)), ("slices", "reshape")),
-        ((3, 3), (3, 3), (1, 1), ((0, 0), (0, 0)), ("slices", "reshape")),
-        ((4, 4), (4, 4), (1, 1), ((0, 0), (0, 0)), ("slices", "reshape")),
+        ((2, 2), (2, 2), (1, 1), ((0, 0), (0, 0)), ("tiles", "slices", "reshape")),
+        ((3, 3), (3, 3), (1, 1), ((0, 0), (0, 0)), ("tiles", "slices", "reshape")),
+        ((4, 4), (4, 4), (1, 1), ((0, 0), (0, 0)), ("tiles", "slices", "reshape")),
         ((3, 3), (2, 2), (1, 1), ((1, 1), (1, 2)), ("slices",)),
     ],
 )
@@ -353,6 +353,28 @@ def test_max_pool_fast_paths_equal_reduce_window(window, strides, dilation, pads
         fast = lambda x: pooling.max_pool(x, window, strides, dilation, pads, impl=impl)  # noqa: E731
         np.testing.assert_array_equal(fast(x), ref(x))
         np.testing.assert_array_equal(_pool_grad(fast, x), _pool_grad(ref, x))
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 11, 3), (2, 8, 3), (1, 5, 4, 7, 2)])
+def test_tiles_max_pool_shares_ties_equally_and_crops_like_floor_mode(shape):
+    """Ties (all-zero windows after ReLU): each maximum gets dy / ties; cropped rows get 0."""
+    nd = len(shape) - 2
+    window = (2,) * nd
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=shape), 0).astype(np.float32)  # relu'd: many tied zeros
+    x[(0,) * (nd + 2)] = x[(0,) + (1,) * nd + (0,)] = 5.0  # a two-way tie of non-zeros too
+    y = pooling.max_pool(jnp.asarray(x), window, window, impl="tiles")
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    dx = jax.grad(lambda x: jnp.sum(pooling.max_pool(x, window, window, impl="tiles") * dy))(jnp.asarray(x))
+    expected = np.zeros_like(x)
+    for idx in np.ndindex(*y.shape):  # by hand: the window of output idx, its maxima, dy shared
+        n, *o, c = idx
+        sl = (n, *(slice(2 * i, 2 * i + 2) for i in o), c)
+        win = x[sl]
+        hit = win == win.max()
+        assert win.max() == y[idx]
+        expected[sl] += np.where(hit, dy[idx] / hit.sum(), 0.0)
+    np.testing.assert_allclose(np.asarray(dx), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_dilated_max_pool_values_and_gradient():
@@ -373,9 +395,10 @@ def test_dilated_max_pool_values_and_gradient():
 
 def test_max_pool_auto_choice():
     tiling = ((0, 0), (0, 0))
-    assert pooling.choose_max_impl((2, 2), (2, 2), (1, 1), tiling) == "slices"
+    assert pooling.choose_max_impl((2, 2), (2, 2), (1, 1), tiling) == "tiles"
     assert pooling.choose_max_impl((3, 3), (2, 2), (1, 1), ((1, 1), (1, 1))) == "slices"
-    assert pooling.choose_max_impl((4, 4), (4, 4), (1, 1), tiling) == "reshape"
+    assert pooling.choose_max_impl((4, 4), (4, 4), (1, 1), tiling) == "tiles"
+    assert pooling.choose_max_impl((2, 2), (2, 2), (1, 1), ((0, 1), (0, 0))) == "slices"  # padded: not tiles
     assert pooling.choose_max_impl((5, 5), (2, 2), (1, 1), ((2, 2), (2, 2))) == "reduce_window"
     assert pooling.choose_max_impl((5, 5), (2, 2), (2, 2), ((2, 2), (2, 2))) == "slices"  # dilated
 

@@ -7,17 +7,28 @@ of a jitted pool): a 2x2/2 pool on 128x32x32x32 took 190 ms through reduce_windo
 32x112x112x64 1890 ms vs 430 ms (slices); a small CNN's whole gradient 572 vs
 355 ms. So max pooling is computed one of three ways, all with the same values:
 
+- ``tiles``: when kernel == stride, no padding and no dilation (the common 2x2/2
+  pool), crop the input to a multiple of the window, reshape so every window is its
+  own axes, and reduce; the backward is one hand-written elementwise pass (the
+  gradient goes to each window's maxima, shared between ties, counted per window
+  with one slice per offset so that XLA fuses the whole backward into one pass).
+  Inside a whole train step it beat the slices path: the 2-conv CNN 1.33x with
+  XLA's convolutions and 1.30x with oneDNN's (``benchmarks/levers.py --model cnn2
+  --variants default,pool-slices,onednn,onednn/pool-slices``), where the slices'
+  backward had become one branchy fusion of four strided pads (6.7 of 30 ms per
+  step).
 - ``slices``: the elementwise maximum of the ``prod(k)`` strided slices of the
-  padded input, one per window offset. Fastest for small windows (up to
-  `SLICE_MAX_TAPS` elements): its backward is a few pads and adds.
-- ``reshape``: when kernel == stride, no padding and no dilation, crop the input to
-  a multiple of the window, reshape so every window is its own axes, and reduce.
-  Fast for larger non-overlapping windows.
+  padded input, one per window offset. Fastest for small overlapping windows (up to
+  `SLICE_MAX_TAPS` elements, e.g. the 3x3/2 ResNet stem): its backward is a few
+  pads and adds.
+- ``reshape``: the tiles forward with autodiff's backward (kept for comparison).
 - ``reduce_window``: the general fallback (large overlapping undilated windows;
   jax cannot differentiate it with window dilation).
 
-Ties (equal maxima in one window) share the gradient in the ``slices`` and
-``reshape`` paths; ``reduce_window`` gives it to one of them. The sum stays the same.
+Ties (equal maxima in one window, e.g. all-zero windows after a ReLU) share the
+gradient: equally in the ``tiles`` and ``reshape`` paths, in halves down the chain of
+maxima in ``slices``; ``reduce_window`` gives it to one of them. The sum stays the
+same.
 
 Average pooling uses ``reduce_window`` (an add): its backward is already fast, and
 reshape+mean measured no faster (7.2 vs 6.9 ms, within noise).
@@ -27,6 +38,7 @@ Arrays are ``(N, *spatial, C)``; sizes and pads are per spatial axis, in element
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -40,7 +52,7 @@ from cnncli.layers import PadPairs
 # Above this many window elements the slices path's backward (one full-size pad
 # per element) costs more than reduce_window's select-and-scatter.
 SLICE_MAX_TAPS = 9
-IMPLS = ("auto", "slices", "reshape", "reduce_window")
+IMPLS = ("auto", "tiles", "slices", "reshape", "reduce_window")
 
 
 def _is_tiling(window, strides, dilation, pads) -> bool:
@@ -54,10 +66,10 @@ def choose_max_impl(window, strides, dilation, pads) -> str:
     Dilated windows always take the slices path: jax has no VJP for
     ``reduce_window`` max with window dilation (``select_and_gather``).
     """
+    if _is_tiling(window, strides, dilation, pads):
+        return "tiles"
     if math.prod(window) <= SLICE_MAX_TAPS or set(dilation) != {1}:
         return "slices"
-    if _is_tiling(window, strides, dilation, pads):
-        return "reshape"
     return "reduce_window"
 
 
@@ -74,6 +86,50 @@ def _reshape_reduce(x: jax.Array, window: tuple[int, ...], reduce) -> jax.Array:
     split = tuple(itertools.chain.from_iterable(zip(out, window)))
     x = x.reshape((x.shape[0], *split, x.shape[-1]))
     return reduce(x, axis=tuple(2 + 2 * a for a in range(nd)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _tiles_max(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """Max over non-overlapping windows (floor mode), with a one-pass backward.
+
+    Forward: `_reshape_reduce`. Backward: each window's gradient goes to its
+    maximal elements, shared equally between ties, in one elementwise pass over the
+    input (``where(x == max, dy / ties, 0)``), instead of what autodiff of the
+    reshape or the slices leaves XLA to fuse.
+    """
+    return _reshape_reduce(x, window, jnp.max)
+
+
+def _tiles_fwd(x, window):
+    y = _reshape_reduce(x, window, jnp.max)
+    return y, (x, y)
+
+
+def _tiles_bwd(window, res, dy):
+    x, y = res
+    nd = len(window)
+    sizes = x.shape[1:-1]
+    out = y.shape[1:-1]
+    crop = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, window)))]
+    split = tuple(itertools.chain.from_iterable(zip(out, window)))
+    xr = crop.reshape((x.shape[0], *split, x.shape[-1]))
+    axes = tuple(2 + 2 * a for a in range(nd))
+    hit = xr == jnp.expand_dims(y, axes)
+    # Ties per window as a sum of one slice per window offset, not a reduction: XLA
+    # fuses it into the single elementwise pass that writes dx (a reduce would
+    # materialize the hit mask at full size first: 3 full passes instead of 1).
+    ties = None
+    for offset in itertools.product(*(range(k) for k in window)):
+        index = (slice(None),) + tuple(itertools.chain.from_iterable((slice(None), o) for o in offset))
+        tap = (xr[index] == y).astype(x.dtype)
+        ties = tap if ties is None else ties + tap
+    dxr = jnp.where(hit, jnp.expand_dims(dy / ties, axes), jnp.zeros((), x.dtype))
+    dx = dxr.reshape(crop.shape)
+    rest = tuple((0, i - o * k) for i, o, k in zip(sizes, out, window))
+    return (jnp.pad(dx, ((0, 0), *rest, (0, 0))) if any(r for _, r in rest) else dx,)
+
+
+_tiles_max.defvjp(_tiles_fwd, _tiles_bwd)
 
 
 def _slices_max(x, window, strides, dilation, pads) -> jax.Array:
@@ -113,10 +169,10 @@ def max_pool(x, window, strides, dilation=None, pads=None, *, impl: str = "auto"
         impl = choose_max_impl(window, strides, dilation, pads)
     if impl == "slices":
         return _slices_max(x, window, strides, dilation, pads)
-    if impl == "reshape":
+    if impl in ("reshape", "tiles"):
         if not _is_tiling(window, strides, dilation, pads):
-            raise ValueError("the reshape path needs kernel == stride, no padding, no dilation")
-        return _reshape_reduce(x, window, jnp.max)
+            raise ValueError(f"the {impl} path needs kernel == stride, no padding, no dilation")
+        return _tiles_max(x, tuple(window)) if impl == "tiles" else _reshape_reduce(x, window, jnp.max)
     init = np.array(-np.inf, x.dtype)  # numpy constant: see window_sum
     return lax.reduce_window(
         x, init, lax.max, (1, *window, 1), (1, *strides, 1), _full(pads),
