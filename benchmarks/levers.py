@@ -15,6 +15,7 @@ table shows both. Variants:
 - ``xnn-greedy``: plus ``xla_cpu_experimental_xnn_graph_fusion_mode=GREEDY``.
 - ``pool-reduce-window``: max pools through ``lax.reduce_window`` (models with max pools).
 - ``pool-slices``: 2x2/2-style max pools through the slices path instead of tiles.
+- ``bn-xhat``: BatchNorm's backward reducing ``dy * xhat`` (xhat kept from the forward).
 - ``bf16``: ``precision = "bf16"`` (mixed precision).
 - ``ynn=T1+T2``: exactly these YNNPACK fusion types (``eltwise``, ``reduce``,
   ``individual_dot``, ``individual_convolution``, ``dot``).
@@ -52,6 +53,31 @@ def flax_modules():
         yield
     finally:
         ops.BatchNorm, ops.PaddedConv.__call__ = saved
+
+
+@contextlib.contextmanager
+def bn_xhat_backward():
+    """BatchNorm's backward as before: dscale = sum(dy * xhat), xhat kept from the forward."""
+    import jax.numpy as jnp
+
+    from cnncli.models import norm
+
+    def old_bwd(epsilon, res, cotangents):
+        x, mean, inv, scale, bias = res
+        dy = cotangents[0].astype(jnp.float32)
+        axes = tuple(range(x.ndim - 1))
+        n = x.size // x.shape[-1]
+        xhat = (x.astype(jnp.float32) - mean) * inv
+        dbias = jnp.sum(dy, axis=axes)
+        dscale = jnp.sum(dy * xhat, axis=axes)
+        dx = (scale.astype(jnp.float32) * inv / n) * (n * dy - dbias - xhat * dscale)
+        return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+    norm._batch_norm_train.defvjp(norm._forward, old_bwd)
+    try:
+        yield
+    finally:
+        norm._batch_norm_train.defvjp(norm._forward, norm._bwd)
 
 
 @contextlib.contextmanager
@@ -103,6 +129,8 @@ def build(variant: str, model: str, shape, batch_size: int):
         options = {k: {"true": True, "false": False}.get(v, v) for k, v in (kv.split("=", 1) for kv in variant[4:].split("+"))}
     if variant == "pool-slices":
         context = slices_pools()
+    if variant == "bn-xhat":
+        context = bn_xhat_backward()
     if variant == "pool-reduce-window":
         context = reduce_window_pools()
     if variant in ("bf16", "onednn-bf16"):

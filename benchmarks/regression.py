@@ -11,8 +11,9 @@ dict, ``lax.conv_general_dilated``, ``lax.reduce_window`` max pooling, optax,
 ``jax.jit`` with donation; what a user would write first). A ratio is robust to the
 machine's speed and load, which move both sides together; the absolute numbers are
 not. Prints one line per model and ``ratio=...``; always exits 0 unless something
-crashes, so noise never fails CI. Compare the ratio with BENCHMARKS.md (1.24-1.41 for
-cnn2 on the 2-core EPYC); a drop well below that is a regression worth a look.
+crashes, so noise never fails CI. Compare the ratio with BENCHMARKS.md (about 2.3 for
+cnn2 on the 2-core EPYC since the tiles max pool); a drop well below that is a
+regression worth a look.
 """
 
 from __future__ import annotations

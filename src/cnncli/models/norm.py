@@ -66,9 +66,13 @@ def _bwd(epsilon, res, cotangents):
     dy = cotangents[0].astype(jnp.float32)
     axes = tuple(range(x.ndim - 1))
     n = x.size // x.shape[-1]
-    xhat = (x.astype(jnp.float32) - mean) * inv
+    x32 = x.astype(jnp.float32)
     dbias = jnp.sum(dy, axis=axes)
-    dscale = jnp.sum(dy * xhat, axis=axes)
+    # sum(dy * xhat) = inv * (sum(dy * x) - mean * sum(dy)): the reduction reads x,
+    # which exists anyway, instead of an xhat that XLA would materialize in the
+    # forward pass just for it (one full-size write and read per BatchNorm).
+    dscale = inv * (jnp.sum(dy * x32, axis=axes) - mean * dbias)
+    xhat = (x32 - mean) * inv
     dx = (scale.astype(jnp.float32) * inv / n) * (n * dy - dbias - xhat * dscale)
     return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
 
