@@ -136,6 +136,7 @@ def test_a_batch_that_does_not_split_names_the_nearest_sizes(tmp_path):
     assert proc.returncode == 2
     assert "error: data.batch_size = 62 does not split over 4 devices" in proc.stderr
     assert "use a multiple of 4: 60, 64" in proc.stderr
+    assert not (tmp_path / "w").exists()  # refused before the run directory is written
 
 
 def free_port() -> int:

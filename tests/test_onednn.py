@@ -295,6 +295,7 @@ def test_onednn_on_a_mesh_of_several_devices_is_refused(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "train.conv_backend = 'onednn' runs on one device, but this run's mesh has 2" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before the run directory is written
 
 
 def test_the_cli_tunes_malloc_for_commands_that_run_jax_only(monkeypatch, capsys, tmp_path):

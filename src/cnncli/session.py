@@ -71,6 +71,7 @@ class Session:
     compile_seconds: float = 0.0
     resumed: tuple[int, int, int, float] | None = None  # (step, epoch, index, learning rate)
     warnings: list[str] = field(default_factory=list)  # for the reporter to show; the library never prints
+    placement: distributed.Placement | None = None  # the device mesh (`place_run`)
     _signal: int | None = None
     _old_handlers: dict = field(default_factory=dict)
 
@@ -80,10 +81,8 @@ class Session:
         from cnncli.steps import StepConfig, make_eval_step, make_train_step, trainable_filter
 
         seed = self.recipe.train.seed
-        mesh = self.recipe.train.mesh
-        self.placement = distributed.Placement(mesh.data, mesh.model)
-        if self.placement.multi:
-            distributed.check_batch(self.recipe.data.batch_size, self.placement.mesh)
+        if self.placement is None:  # build_session places (and checks) before writing anything
+            self.placement = place_run(self.recipe)
         model, self.specs = build_model(self.recipe, self.data.input_shape, self.num_classes)
         self.split_filters = (trainable_filter(self.recipe.train.freeze), ...)
         model.train()
@@ -106,12 +105,6 @@ class Session:
             compute_dtype=jnp.bfloat16 if self.recipe.train.precision == "bf16" else jnp.float32,
             batch_sharding=place.batch_sharding(), conv_backend=self.recipe.train.conv_backend,
         )  # fmt: skip
-        if cfg.conv_backend != "xla" and place.multi:
-            raise RecipeError(
-                f"train.conv_backend = {cfg.conv_backend!r} runs on one device, but this run's mesh has "
-                f"{place.mesh.size} ({place.describe()})",
-                hint='set train.conv_backend = "xla" to train on several devices, or train.mesh = {data = 1}',
-            )
         self.step_config = cfg
         self.augment = _make_augment(self.recipe, self.data)
         self._make_step = lambda shardings: make_train_step(
@@ -341,6 +334,26 @@ def _make_augment(recipe: Recipe, data: Dataset):
     return make_augment(recipe.data.augment, data)
 
 
+def place_run(recipe: Recipe) -> distributed.Placement:
+    """The run's device mesh, checked against the recipe (before anything is written).
+
+    Raises:
+        UsageError: the batch does not split over the data axis (names the nearest sizes).
+        RecipeError: ``conv_backend = "onednn"`` on a mesh of several devices.
+    """
+    mesh = recipe.train.mesh
+    placement = distributed.Placement(mesh.data, mesh.model)
+    if placement.multi:
+        distributed.check_batch(recipe.data.batch_size, placement.mesh)
+        if recipe.train.conv_backend != "xla":
+            raise RecipeError(
+                f"train.conv_backend = {recipe.train.conv_backend!r} runs on one device, but this run's mesh has "
+                f"{placement.mesh.size} ({placement.describe()})",
+                hint='set train.conv_backend = "xla" to train on several devices, or train.mesh = {data = 1}',
+            )
+    return placement
+
+
 def check_conv_backend(recipe: Recipe) -> None:
     """Fail before anything is written if the recipe's conv backend cannot run here.
 
@@ -378,6 +391,7 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
             hint="check --workdir, or drop --resume-from to start a fresh run",
         )
     check_conv_backend(recipe)
+    placement = place_run(recipe)
     with warnings.catch_warnings(record=True) as caught:  # skipped image files and kin
         warnings.simplefilter("always", UserWarning)
         data = load_dataset(recipe.data)
@@ -390,6 +404,7 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
     env = rundir.environment([str(d) for d in jax.devices()], recipe.train.seed)
     checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, fsync=recipe.train.fsync)
     sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change, resume_from)
+    sess.placement = placement
     sess.warnings.extend(str(w.message) for w in caught if issubclass(w.category, UserWarning))
     try:
         sess.setup_model()
