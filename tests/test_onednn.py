@@ -121,6 +121,7 @@ def test_missing_onednn_says_where_it_looked_and_what_to_do(monkeypatch, tmp_pat
     monkeypatch.setenv("CNNCLI_ONEDNN_ROOT", str(tmp_path / "nowhere"))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
     monkeypatch.setattr(sys, "base_prefix", str(tmp_path / "base"))
+    monkeypatch.setattr(onednn.site, "USER_BASE", str(tmp_path / "user"))
     if any(onednn._libdnnl(p) and onednn._major(p / "include/oneapi/dnnl/dnnl_version.h") >= 3
            for p in (onednn.Path("/usr/local"), onednn.Path("/usr")) if (p / "include/oneapi/dnnl/dnnl_version.h").is_file()):  # fmt: skip
         pytest.skip("a system-wide oneDNN 3 is installed")

@@ -25,6 +25,7 @@ import functools
 import hashlib
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,10 @@ def find_root() -> Path:
     candidates = []
     if env := os.environ.get("CNNCLI_ONEDNN_ROOT"):
         candidates.append(Path(env))
-    candidates += [Path(sys.prefix), Path(sys.base_prefix), Path("/usr/local"), Path("/usr")]
+    candidates += [Path(sys.prefix), Path(sys.base_prefix)]
+    if site.USER_BASE:  # pip install --user puts the wheel's data files here
+        candidates.append(Path(site.USER_BASE))
+    candidates += [Path("/usr/local"), Path("/usr")]
     for root in candidates:
         header = root / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
         if not header.is_file() or not _libdnnl(root):
