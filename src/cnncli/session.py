@@ -383,8 +383,10 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
         CheckpointError: ``resume_from`` names no committed checkpoint (checked before
             anything is written).
     """
+    from cnncli.jaxsetup import tune_host_malloc
     from cnncli.train import steps_for
 
+    tune_host_malloc()  # before this process's first JAX call starts XLA's threads (the CLI did it already)
     if resume_from is not None and not committed_steps(workdir / rundir.CHECKPOINTS):
         raise CheckpointError(
             f"--resume-from {resume_from}: no committed checkpoint in {workdir / rundir.CHECKPOINTS}",
