@@ -392,8 +392,8 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
             f"--resume-from {resume_from}: no committed checkpoint in {workdir / rundir.CHECKPOINTS}",
             hint="check --workdir, or drop --resume-from to start a fresh run",
         )
+    placement = place_run(recipe)  # the clearer error first: several devices, whatever the backend
     check_conv_backend(recipe)
-    placement = place_run(recipe)
     with warnings.catch_warnings(record=True) as caught:  # skipped image files and kin
         warnings.simplefilter("always", UserWarning)
         data = load_dataset(recipe.data)

@@ -13,9 +13,10 @@ jax's version and the oneDNN found; later uses load it.
 dimension numbers (``(N, *spatial, C)`` inputs, ``(*spatial, C_in / groups, C_out)``
 kernels), zero padding ``(lo, hi)`` per axis, strides, kernel dilation and feature
 groups; it is differentiable through `jax.custom_vjp` and tested against lax for
-equality (``tests/test_onednn.py``). Input dilation (transposed convolutions) and
-negative padding are not supported: `supports` says so and the models keep lax
-for those.
+equality (``tests/test_onednn.py``). Input dilation (transposed convolutions),
+negative padding, 3-D convolutions and bfloat16 on CPUs without oneDNN bfloat16
+kernels (before AVX-512) are not covered: `supports` says so and the models keep
+lax for those.
 """
 
 from __future__ import annotations
@@ -48,9 +49,16 @@ class OneDNNUnavailable(CnnCliError):
 
 def find_root() -> Path:
     """The oneDNN 3.x prefix (``include/oneapi/dnnl/dnnl.hpp`` and ``lib/libdnnl.so``)."""
+    if env := os.environ.get("CNNCLI_ONEDNN_ROOT"):  # asked for: that one or an error
+        root = Path(env)
+        header = root / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
+        if header.is_file() and _libdnnl(root) and _major(header) >= 3:
+            return root
+        raise OneDNNUnavailable(
+            f"CNNCLI_ONEDNN_ROOT={env} is not a oneDNN 3.x prefix (it needs include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so)",
+            hint="point it at a oneDNN 3.x installation, or unset it to use the onednn extra",
+        )
     candidates = []
-    if env := os.environ.get("CNNCLI_ONEDNN_ROOT"):
-        candidates.append(Path(env))
     candidates += [Path(sys.prefix), Path(sys.base_prefix)]
     if site.USER_BASE:  # pip install --user puts the wheel's data files here
         candidates.append(Path(site.USER_BASE))
@@ -96,6 +104,11 @@ def build(root: Path | None = None) -> Path:
     out = _cache_dir() / f"libcnncli_onednn-{key}.so"
     if out.is_file():
         return out
+    _compile(root, libdir, include, out)
+    return out
+
+
+def _compile(root: Path, libdir: Path, include: str, out: Path) -> None:
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
         raise OneDNNUnavailable("no C++ compiler (g++) on the PATH to build the oneDNN extension", hint=HINT)
@@ -116,17 +129,32 @@ def build(root: Path | None = None) -> Path:
             hint=HINT,
         )
     os.replace(tmp_path, out)  # atomic: concurrent builders each publish a whole file
-    return out
 
 
 @functools.cache
-def load() -> str:
-    """Build if needed, load and register the FFI targets; return oneDNN's version."""
-    lib = ctypes.cdll.LoadLibrary(str(build()))
+def _library() -> ctypes.CDLL:
+    """Build if needed, load, and register the FFI targets (once per process)."""
+    try:
+        path = build()
+        lib = ctypes.cdll.LoadLibrary(str(path))
+    except OSError as err:  # unreadable cache folder, a broken libgomp or libdnnl, ...
+        raise OneDNNUnavailable(f"the oneDNN extension could not be built or loaded: {err}", hint=HINT) from err
     for name in TARGETS:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
     lib.cnncli_onednn_version.restype = ctypes.c_char_p
-    return lib.cnncli_onednn_version().decode()
+    lib.cnncli_onednn_supports_bf16.restype = ctypes.c_int
+    return lib
+
+
+def load() -> str:
+    """Build if needed, load and register the FFI targets; return oneDNN's version."""
+    return _library().cnncli_onednn_version().decode()
+
+
+@functools.cache
+def bf16_supported() -> bool:
+    """Whether oneDNN has bfloat16 convolutions on this CPU (AVX-512 and newer)."""
+    return bool(_library().cnncli_onednn_supports_bf16())
 
 
 def available() -> bool:
@@ -139,12 +167,16 @@ def available() -> bool:
 
 
 def supports(x_ndim: int, padding, lhs_dilation=None, dtype=jnp.float32) -> bool:
-    """Whether `conv` covers this convolution (else the caller keeps lax)."""
+    """Whether `conv` covers this convolution (else the caller keeps lax).
+
+    bfloat16 only where oneDNN has bfloat16 kernels for this CPU (`bf16_supported`).
+    """
+    dtype = jnp.dtype(dtype)
     return (
         3 <= x_ndim <= 4  # 1 or 2 spatial axes: oneDNN 3.2's 3-D backward-weights kernel failed a test
         and all(lo >= 0 and hi >= 0 for lo, hi in padding)
         and (lhs_dilation is None or all(d == 1 for d in lhs_dilation))
-        and jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+        and (dtype == jnp.dtype(jnp.float32) or (dtype == jnp.dtype(jnp.bfloat16) and bf16_supported()))
     )
 
 

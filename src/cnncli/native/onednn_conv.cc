@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -144,8 +145,21 @@ struct Plan {
   memory::desc plain;    // JAX's layout
   bool reorder = false;
   dnnl::primitive to_or_from;  // reorder plain->blocked or blocked->plain
-  std::vector<uint8_t> scratch;
+  memory blocked_mem;          // the blocked copy of the kernel (oneDNN-allocated, aligned)
+  memory scratchpad;           // the main primitive's scratch (user mode: see Attr)
+  memory reorder_scratchpad;
 };
+
+// Scratch memory is the caller's ("user" mode), one buffer per plan. In oneDNN's
+// default "library" mode some kernels (the gemm/im2col fallback among them) keep it
+// in storage private to the thread that created the primitive, and a cached plan
+// runs on whichever XLA thread picks the call up: that crashed. One oneDNN call
+// runs at a time (CallMutex), so a plan's buffers are never used twice at once.
+dnnl::primitive_attr Attr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
 
 std::mutex& CacheMutex() {
   static std::mutex mu;
@@ -158,7 +172,8 @@ std::unordered_map<std::string, std::unique_ptr<Plan>>& Cache() {
 }
 
 void Reorder(Plan* plan, dnnl::stream& stream, memory& from, memory& to) {
-  plan->to_or_from.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+  plan->to_or_from.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to},
+                                    {DNNL_ARG_SCRATCHPAD, plan->reorder_scratchpad}});
 }
 
 enum class Pass { kFwd, kBwdData, kBwdWeights };
@@ -196,8 +211,9 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
         auto dst = ActivationDesc(o.dimensions(), to);
         auto pd = dnnl::convolution_forward::primitive_desc(
             Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
-            AnyLike(p->plain), dst, g.strides, g.dilates, g.pad_l, g.pad_r);
+            AnyLike(p->plain), dst, g.strides, g.dilates, g.pad_l, g.pad_r, Attr());
         p->blocked = pd.weights_desc();
+        p->scratchpad = memory(pd.scratchpad_desc(), Engine());
         p->main = dnnl::convolution_forward(pd);
       } else if (pass == Pass::kBwdData) {
         auto diff_dst = ActivationDesc(a.dimensions(), ta);
@@ -206,8 +222,9 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
         auto hint = ForwardHint(diff_src, p->plain, diff_dst, g);
         auto pd = dnnl::convolution_backward_data::primitive_desc(
             Engine(), dnnl::algorithm::convolution_direct, diff_src, AnyLike(p->plain), diff_dst,
-            g.strides, g.dilates, g.pad_l, g.pad_r, hint);
+            g.strides, g.dilates, g.pad_l, g.pad_r, hint, Attr());
         p->blocked = pd.weights_desc();
+        p->scratchpad = memory(pd.scratchpad_desc(), Engine());
         p->main = dnnl::convolution_backward_data(pd);
       } else {
         auto src = ActivationDesc(a.dimensions(), ta);
@@ -216,17 +233,19 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
         auto hint = ForwardHint(src, p->plain, diff_dst, g);
         auto pd = dnnl::convolution_backward_weights::primitive_desc(
             Engine(), dnnl::algorithm::convolution_direct, src, AnyLike(p->plain), diff_dst,
-            g.strides, g.dilates, g.pad_l, g.pad_r, hint);
+            g.strides, g.dilates, g.pad_l, g.pad_r, hint, Attr());
         p->blocked = pd.diff_weights_desc();
+        p->scratchpad = memory(pd.scratchpad_desc(), Engine());
         p->main = dnnl::convolution_backward_weights(pd);
       }
       p->reorder = p->blocked != p->plain;
       if (p->reorder) {
-        p->scratch.resize(p->blocked.get_size());
-        if (pass == Pass::kBwdWeights)
-          p->to_or_from = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->blocked, Engine(), p->plain));
-        else
-          p->to_or_from = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), p->plain, Engine(), p->blocked));
+        p->blocked_mem = memory(p->blocked, Engine());
+        auto rpd = pass == Pass::kBwdWeights
+                       ? dnnl::reorder::primitive_desc(Engine(), p->blocked, Engine(), p->plain, Attr())
+                       : dnnl::reorder::primitive_desc(Engine(), p->plain, Engine(), p->blocked, Attr());
+        p->reorder_scratchpad = memory(rpd.scratchpad_desc(), Engine());
+        p->to_or_from = dnnl::reorder(rpd);
       }
       std::lock_guard<std::mutex> lock(CacheMutex());
       auto [it, inserted] = Cache().emplace(key, std::move(p));
@@ -242,33 +261,36 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
       memory dst(ActivationDesc(o.dimensions(), to), eng, o.untyped_data());
       memory wei = wplain;
       if (plan->reorder) {
-        wei = memory(plan->blocked, eng, plan->scratch.data());
+        wei = plan->blocked_mem;
         Reorder(plan, stream, wplain, wei);
       }
-      plan->main.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+      plan->main.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst},
+                                  {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
     } else if (pass == Pass::kBwdData) {
       memory diff_dst(ActivationDesc(a.dimensions(), ta), eng, a.untyped_data());
       memory wplain(plan->plain, eng, b.untyped_data());
       memory diff_src(ActivationDesc(o.dimensions(), to), eng, o.untyped_data());
       memory wei = wplain;
       if (plan->reorder) {
-        wei = memory(plan->blocked, eng, plan->scratch.data());
+        wei = plan->blocked_mem;
         Reorder(plan, stream, wplain, wei);
       }
       plan->main.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei},
-                                  {DNNL_ARG_DIFF_SRC, diff_src}});
+                                  {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
     } else {
       memory src(ActivationDesc(a.dimensions(), ta), eng, a.untyped_data());
       memory diff_dst(ActivationDesc(b.dimensions(), tb), eng, b.untyped_data());
       memory wplain(plan->plain, eng, o.untyped_data());
-      memory wei = plan->reorder ? memory(plan->blocked, eng, plan->scratch.data()) : wplain;
+      memory wei = plan->reorder ? plan->blocked_mem : wplain;
       plan->main.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
-                                  {DNNL_ARG_DIFF_WEIGHTS, wei}});
+                                  {DNNL_ARG_DIFF_WEIGHTS, wei}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
       if (plan->reorder) Reorder(plan, stream, wei, wplain);
     }
     stream.wait();
     return ffi::Error::Success();
   } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("cnncli oneDNN conv: ") + e.what());
+  } catch (const std::exception& e) {  // nothing may cross the C boundary of the FFI
     return ffi::Error::Internal(std::string("cnncli oneDNN conv: ") + e.what());
   }
 }
@@ -307,4 +329,27 @@ extern "C" const char* cnncli_onednn_version() {
     return s.str();
   }();
   return v.c_str();
+}
+
+// 1 if oneDNN builds all three passes of a small bfloat16 convolution on this CPU
+// (it has bfloat16 kernels only from AVX-512 on), else 0. onednn.supports() keeps
+// bfloat16 convolutions on lax where this is 0.
+extern "C" int cnncli_onednn_supports_bf16() {
+  try {
+    const auto bf16 = memory::data_type::bf16;
+    const memory::desc src({2, 16, 8, 8}, bf16, memory::format_tag::nhwc);
+    const memory::desc wei({16, 16, 3, 3}, bf16, memory::format_tag::any);
+    const memory::desc dst({2, 16, 8, 8}, bf16, memory::format_tag::nhwc);
+    const memory::dims one = {1, 1}, zero = {0, 0};
+    auto fwd = dnnl::convolution_forward::primitive_desc(Engine(), dnnl::prop_kind::forward_training,
+                                                         dnnl::algorithm::convolution_direct, src, wei, dst,
+                                                         one, zero, one, one);
+    dnnl::convolution_backward_data::primitive_desc(Engine(), dnnl::algorithm::convolution_direct, src, wei, dst,
+                                                    one, zero, one, one, fwd);
+    dnnl::convolution_backward_weights::primitive_desc(Engine(), dnnl::algorithm::convolution_direct, src, wei,
+                                                       dst, one, zero, one, one, fwd);
+    return 1;
+  } catch (const std::exception&) {
+    return 0;
+  }
 }
