@@ -130,19 +130,14 @@ std::string Key(const char* pass, std::initializer_list<const ffi::AnyBuffer*> b
   return k.str();
 }
 
-dnnl::convolution_forward::primitive_desc ForwardHint(const memory::desc& src, const memory::desc& wei,
-                                                      const memory::desc& dst, const Geometry& g) {
-  return dnnl::convolution_forward::primitive_desc(
-      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
-      AnyLike(wei), dst, g.strides, g.dilates, g.pad_l, g.pad_r);
-}
 
 // A compiled problem: the main primitive plus, where oneDNN wants blocked weights,
 // the reorder to (fwd, bwd_data) or from (bwd_weights) JAX's plain layout.
 struct Plan {
   dnnl::primitive main;
-  memory::desc blocked;  // weights desc the primitive uses
-  memory::desc plain;    // JAX's layout
+  memory::desc src, dst;  // the convolution's input- and output-side activations (or their gradients)
+  memory::desc blocked;   // weights desc the primitive uses
+  memory::desc plain;     // JAX's layout
   bool reorder = false;
   dnnl::primitive to_or_from;  // reorder plain->blocked or blocked->plain
   memory blocked_mem;          // the blocked copy of the kernel (oneDNN-allocated, aligned)
@@ -178,6 +173,68 @@ void Reorder(Plan* plan, dnnl::stream& stream, memory& from, memory& to) {
 
 enum class Pass { kFwd, kBwdData, kBwdWeights };
 
+// Which of the three buffers (a, b, out) plays which role in a pass, and the oneDNN
+// argument each role is. In every pass the convolution's input side is one buffer,
+// its output side another, the kernel the third:
+//   fwd:         a = x (SRC),   b = w (WEIGHTS),   out = y  (DST)
+//   bwd_data:    a = dy (DIFF_DST), b = w (WEIGHTS), out = dx (DIFF_SRC)
+//   bwd_weights: a = x (SRC),   b = dy (DIFF_DST), out = dw (DIFF_WEIGHTS)
+struct Roles {
+  int src, dst, wei;              // buffer index: 0 = a, 1 = b, 2 = out
+  int src_arg, dst_arg, wei_arg;  // DNNL_ARG_*
+};
+
+const Roles& RolesOf(Pass pass) {
+  static const Roles roles[] = {
+      {0, 2, 1, DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_WEIGHTS},
+      {2, 0, 1, DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS},
+      {0, 1, 2, DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS},
+  };
+  return roles[static_cast<int>(pass)];
+}
+
+// Build a pass's primitives: the forward primitive descriptor is the pass itself
+// (fwd) or the hint oneDNN needs for the backward ones; weights are `any`, so
+// oneDNN picks its blocked layout and the plan reorders into or out of JAX's.
+std::unique_ptr<Plan> MakePlan(Pass pass, const memory::desc& src, const memory::desc& dst,
+                               const memory::desc& plain, const Geometry& g) {
+  auto p = std::make_unique<Plan>();
+  p->src = src;
+  p->dst = dst;
+  p->plain = plain;
+  const auto algo = dnnl::algorithm::convolution_direct;
+  auto fwd = dnnl::convolution_forward::primitive_desc(Engine(), dnnl::prop_kind::forward_training, algo, src,
+                                                       AnyLike(plain), dst, g.strides, g.dilates, g.pad_l,
+                                                       g.pad_r, Attr());
+  if (pass == Pass::kFwd) {
+    p->blocked = fwd.weights_desc();
+    p->scratchpad = memory(fwd.scratchpad_desc(), Engine());
+    p->main = dnnl::convolution_forward(fwd);
+  } else if (pass == Pass::kBwdData) {
+    auto pd = dnnl::convolution_backward_data::primitive_desc(Engine(), algo, src, AnyLike(plain), dst, g.strides,
+                                                              g.dilates, g.pad_l, g.pad_r, fwd, Attr());
+    p->blocked = pd.weights_desc();
+    p->scratchpad = memory(pd.scratchpad_desc(), Engine());
+    p->main = dnnl::convolution_backward_data(pd);
+  } else {
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(Engine(), algo, src, AnyLike(plain), dst,
+                                                                 g.strides, g.dilates, g.pad_l, g.pad_r, fwd, Attr());
+    p->blocked = pd.diff_weights_desc();
+    p->scratchpad = memory(pd.scratchpad_desc(), Engine());
+    p->main = dnnl::convolution_backward_weights(pd);
+  }
+  p->reorder = p->blocked != p->plain;
+  if (p->reorder) {
+    p->blocked_mem = memory(p->blocked, Engine());
+    auto rpd = pass == Pass::kBwdWeights
+                   ? dnnl::reorder::primitive_desc(Engine(), p->blocked, Engine(), p->plain, Attr())
+                   : dnnl::reorder::primitive_desc(Engine(), p->plain, Engine(), p->blocked, Attr());
+    p->reorder_scratchpad = memory(rpd.scratchpad_desc(), Engine());
+    p->to_or_from = dnnl::reorder(rpd);
+  }
+  return p;
+}
+
 // act_in: x (fwd, bwd_weights) or dy (bwd_data); other: w (fwd, bwd_data) or dy (bwd_weights).
 ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
                ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
@@ -197,6 +254,9 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
     const ffi::AnyBuffer& o = *out;
     const std::string key = Key(names[static_cast<int>(pass)], {&a, &b, &o}, g, groups);
 
+    const Roles& r = RolesOf(pass);
+    const ffi::AnyBuffer* bufs[] = {&a, &b, &o};
+    const memory::data_type types[] = {ta, tb, to};
     Plan* plan = nullptr;
     {
       std::lock_guard<std::mutex> lock(CacheMutex());
@@ -204,88 +264,25 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
       if (it != Cache().end()) plan = it->second.get();
     }
     if (plan == nullptr) {
-      auto p = std::make_unique<Plan>();
-      if (pass == Pass::kFwd) {
-        auto src = ActivationDesc(a.dimensions(), ta);
-        p->plain = WeightsDesc(b.dimensions(), groups, tb);
-        auto dst = ActivationDesc(o.dimensions(), to);
-        auto pd = dnnl::convolution_forward::primitive_desc(
-            Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
-            AnyLike(p->plain), dst, g.strides, g.dilates, g.pad_l, g.pad_r, Attr());
-        p->blocked = pd.weights_desc();
-        p->scratchpad = memory(pd.scratchpad_desc(), Engine());
-        p->main = dnnl::convolution_forward(pd);
-      } else if (pass == Pass::kBwdData) {
-        auto diff_dst = ActivationDesc(a.dimensions(), ta);
-        p->plain = WeightsDesc(b.dimensions(), groups, tb);
-        auto diff_src = ActivationDesc(o.dimensions(), to);
-        auto hint = ForwardHint(diff_src, p->plain, diff_dst, g);
-        auto pd = dnnl::convolution_backward_data::primitive_desc(
-            Engine(), dnnl::algorithm::convolution_direct, diff_src, AnyLike(p->plain), diff_dst,
-            g.strides, g.dilates, g.pad_l, g.pad_r, hint, Attr());
-        p->blocked = pd.weights_desc();
-        p->scratchpad = memory(pd.scratchpad_desc(), Engine());
-        p->main = dnnl::convolution_backward_data(pd);
-      } else {
-        auto src = ActivationDesc(a.dimensions(), ta);
-        auto diff_dst = ActivationDesc(b.dimensions(), tb);
-        p->plain = WeightsDesc(o.dimensions(), groups, to);
-        auto hint = ForwardHint(src, p->plain, diff_dst, g);
-        auto pd = dnnl::convolution_backward_weights::primitive_desc(
-            Engine(), dnnl::algorithm::convolution_direct, src, AnyLike(p->plain), diff_dst,
-            g.strides, g.dilates, g.pad_l, g.pad_r, hint, Attr());
-        p->blocked = pd.diff_weights_desc();
-        p->scratchpad = memory(pd.scratchpad_desc(), Engine());
-        p->main = dnnl::convolution_backward_weights(pd);
-      }
-      p->reorder = p->blocked != p->plain;
-      if (p->reorder) {
-        p->blocked_mem = memory(p->blocked, Engine());
-        auto rpd = pass == Pass::kBwdWeights
-                       ? dnnl::reorder::primitive_desc(Engine(), p->blocked, Engine(), p->plain, Attr())
-                       : dnnl::reorder::primitive_desc(Engine(), p->plain, Engine(), p->blocked, Attr());
-        p->reorder_scratchpad = memory(rpd.scratchpad_desc(), Engine());
-        p->to_or_from = dnnl::reorder(rpd);
-      }
+      auto p = MakePlan(pass, ActivationDesc(bufs[r.src]->dimensions(), types[r.src]),
+                        ActivationDesc(bufs[r.dst]->dimensions(), types[r.dst]),
+                        WeightsDesc(bufs[r.wei]->dimensions(), groups, types[r.wei]), g);
       std::lock_guard<std::mutex> lock(CacheMutex());
-      auto [it, inserted] = Cache().emplace(key, std::move(p));
-      plan = it->second.get();
+      plan = Cache().emplace(key, std::move(p)).first->second.get();  // a racing twin is dropped
     }
 
     std::lock_guard<std::mutex> lock(CallMutex());
     dnnl::stream stream(Engine());
     auto& eng = Engine();
-    if (pass == Pass::kFwd) {
-      memory src(ActivationDesc(a.dimensions(), ta), eng, a.untyped_data());
-      memory wplain(plan->plain, eng, b.untyped_data());
-      memory dst(ActivationDesc(o.dimensions(), to), eng, o.untyped_data());
-      memory wei = wplain;
-      if (plan->reorder) {
-        wei = plan->blocked_mem;
-        Reorder(plan, stream, wplain, wei);
-      }
-      plan->main.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst},
-                                  {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-    } else if (pass == Pass::kBwdData) {
-      memory diff_dst(ActivationDesc(a.dimensions(), ta), eng, a.untyped_data());
-      memory wplain(plan->plain, eng, b.untyped_data());
-      memory diff_src(ActivationDesc(o.dimensions(), to), eng, o.untyped_data());
-      memory wei = wplain;
-      if (plan->reorder) {
-        wei = plan->blocked_mem;
-        Reorder(plan, stream, wplain, wei);
-      }
-      plan->main.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei},
-                                  {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-    } else {
-      memory src(ActivationDesc(a.dimensions(), ta), eng, a.untyped_data());
-      memory diff_dst(ActivationDesc(b.dimensions(), tb), eng, b.untyped_data());
-      memory wplain(plan->plain, eng, o.untyped_data());
-      memory wei = plan->reorder ? plan->blocked_mem : wplain;
-      plan->main.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
-                                  {DNNL_ARG_DIFF_WEIGHTS, wei}, {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-      if (plan->reorder) Reorder(plan, stream, wei, wplain);
-    }
+    memory src(plan->src, eng, bufs[r.src]->untyped_data());
+    memory dst(plan->dst, eng, bufs[r.dst]->untyped_data());
+    memory wplain(plan->plain, eng, bufs[r.wei]->untyped_data());
+    memory wei = plan->reorder ? plan->blocked_mem : wplain;
+    const bool weights_out = pass == Pass::kBwdWeights;
+    if (plan->reorder && !weights_out) Reorder(plan, stream, wplain, wei);
+    plan->main.execute(stream, {{r.src_arg, src}, {r.dst_arg, dst}, {r.wei_arg, wei},
+                                {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
+    if (plan->reorder && weights_out) Reorder(plan, stream, wei, wplain);
     stream.wait();
     return ffi::Error::Success();
   } catch (const dnnl::error& e) {
