@@ -156,6 +156,19 @@ def compute_params(params, dtype):
     return jax.tree.map(cast, params)
 
 
+def apply_model(graphdef, params, rest, x, cfg: StepConfig):
+    """Rebuild the model inside a trace and run it on a normalized batch.
+
+    The parameters are cast to the compute dtype (`compute_params`), convolutions use
+    ``cfg.conv_backend``; returns float32 logits and the merged model (whose state
+    carries the updated batch statistics in training mode).
+    """
+    model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
+    with conv_backend(cfg.conv_backend):
+        logits = model(x.astype(cfg.compute_dtype)).astype(jnp.float32)
+    return logits, model
+
+
 def zero_sums() -> dict:
     """Fresh metric accumulators."""
     return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32), "count": jnp.zeros((), jnp.float32)}
@@ -184,9 +197,7 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, 
         compiler_options = xla_options(cfg.conv_backend)
 
     def loss_fn(params, rest, x, targets):
-        model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
-        with conv_backend(cfg.conv_backend):
-            logits = model(x.astype(cfg.compute_dtype)).astype(jnp.float32)
+        logits, model = apply_model(graphdef, params, rest, x, cfg)
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         _, _, new_rest = nnx.split(model, *split_filters)
         return loss, (logits, new_rest)
@@ -232,9 +243,7 @@ def make_logits_fn(graphdef, cfg: StepConfig):
     """Jitted ``(params, rest, x_raw) -> logits`` in eval mode (graphdef from ``model.eval()``)."""
 
     def logits_fn(params, rest, x):
-        model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
-        with conv_backend(cfg.conv_backend):
-            return model(preprocess(x, cfg).astype(cfg.compute_dtype)).astype(jnp.float32)
+        return apply_model(graphdef, params, rest, preprocess(x, cfg), cfg)[0]
 
     return jax.jit(logits_fn, compiler_options=xla_options(cfg.conv_backend))
 
@@ -243,9 +252,7 @@ def make_eval_step(graphdef, cfg: StepConfig):
     """Jitted ``(params, rest, x, y, mask) -> (loss_sum, correct, count)`` for one padded batch."""
 
     def eval_step(params, rest, x, y, mask):
-        model = nnx.merge(graphdef, compute_params(params, cfg.compute_dtype), rest, copy=True)
-        with conv_backend(cfg.conv_backend):
-            logits = model(preprocess(x, cfg).astype(cfg.compute_dtype)).astype(jnp.float32)
+        logits = apply_model(graphdef, params, rest, preprocess(x, cfg), cfg)[0]
         loss = cross_entropy(logits, y, cfg.num_classes)
         correct = (jnp.argmax(logits, -1) == y) & mask
         return jnp.sum(jnp.where(mask, loss, 0.0)), jnp.sum(correct), jnp.sum(mask)

@@ -77,15 +77,22 @@ def _full(pairs: PadPairs) -> tuple[tuple[int, int], ...]:
     return ((0, 0), *pairs, (0, 0))
 
 
-def _reshape_reduce(x: jax.Array, window: tuple[int, ...], reduce) -> jax.Array:
-    """Reduce non-overlapping windows by cropping and reshaping (floor mode)."""
-    nd = len(window)
-    sizes = x.shape[1:-1]
-    out = tuple(i // k for i, k in zip(sizes, window))
+def _windows(x: jax.Array, window: tuple[int, ...]):
+    """Non-overlapping windows as axes of their own (floor mode: the rest is cropped).
+
+    Returns ``(xr, axes, crop)``: ``xr`` is ``(N, o1, k1, o2, k2, ..., C)``, ``axes``
+    the window axes ``(2, 4, ...)``, ``crop`` the shape of the cropped input.
+    """
+    out = tuple(i // k for i, k in zip(x.shape[1:-1], window))
     x = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, window)))]
     split = tuple(itertools.chain.from_iterable(zip(out, window)))
-    x = x.reshape((x.shape[0], *split, x.shape[-1]))
-    return reduce(x, axis=tuple(2 + 2 * a for a in range(nd)))
+    return x.reshape((x.shape[0], *split, x.shape[-1])), tuple(2 + 2 * a for a in range(len(window))), x.shape
+
+
+def _reshape_reduce(x: jax.Array, window: tuple[int, ...], reduce) -> jax.Array:
+    """Reduce non-overlapping windows by cropping and reshaping (floor mode)."""
+    xr, axes, _ = _windows(x, window)
+    return reduce(xr, axis=axes)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -107,13 +114,7 @@ def _tiles_fwd(x, window):
 
 def _tiles_bwd(window, res, dy):
     x, y = res
-    nd = len(window)
-    sizes = x.shape[1:-1]
-    out = y.shape[1:-1]
-    crop = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, window)))]
-    split = tuple(itertools.chain.from_iterable(zip(out, window)))
-    xr = crop.reshape((x.shape[0], *split, x.shape[-1]))
-    axes = tuple(2 + 2 * a for a in range(nd))
+    xr, axes, crop = _windows(x, window)
     hit = xr == jnp.expand_dims(y, axes)
     # Ties per window as a sum of one slice per window offset, not a reduction: XLA
     # fuses it into the single elementwise pass that writes dx (a reduce would
@@ -124,8 +125,8 @@ def _tiles_bwd(window, res, dy):
         tap = (xr[index] == y).astype(x.dtype)
         ties = tap if ties is None else ties + tap
     dxr = jnp.where(hit, jnp.expand_dims(dy / ties, axes), jnp.zeros((), x.dtype))
-    dx = dxr.reshape(crop.shape)
-    rest = tuple((0, i - o * k) for i, o, k in zip(sizes, out, window))
+    dx = dxr.reshape(crop)
+    rest = tuple((0, i - c) for i, c in zip(x.shape[1:-1], crop[1:-1]))
     return (jnp.pad(dx, ((0, 0), *rest, (0, 0))) if any(r for _, r in rest) else dx,)
 
 

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnncli.arith import conv_output
 from cnncli.errors import CnnCliError
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
@@ -180,10 +181,6 @@ def supports(x_ndim: int, padding, lhs_dilation=None, dtype=jnp.float32) -> bool
     )
 
 
-def _out_size(i: int, k: int, s: int, lo: int, hi: int, d: int) -> int:
-    return (i + lo + hi - ((k - 1) * d + 1)) // s + 1
-
-
 def _attrs(strides, padding, dilation, groups) -> dict:
     i64 = functools.partial(np.asarray, dtype=np.int64)
     return dict(
@@ -205,7 +202,7 @@ def conv(x: jax.Array, w: jax.Array, strides: tuple, padding: tuple, dilation: t
 
 def _forward(x, w, strides, padding, dilation, groups):
     spatial = tuple(
-        _out_size(x.shape[1 + i], w.shape[i], strides[i], *padding[i], dilation[i]) for i in range(x.ndim - 2)
+        conv_output(x.shape[1 + i], w.shape[i], strides[i], padding[i], dilation[i]) for i in range(x.ndim - 2)
     )
     shape = (x.shape[0], *spatial, w.shape[-1])
     return _call(TARGETS[0], shape, x.dtype, x, w, _attrs(strides, padding, dilation, groups))
