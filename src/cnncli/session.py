@@ -71,7 +71,7 @@ class Session:
     compile_seconds: float = 0.0
     resumed: tuple[int, int, int, float] | None = None  # (step, epoch, index, learning rate)
     warnings: list[str] = field(default_factory=list)  # for the reporter to show; the library never prints
-    placement: distributed.Placement | None = None  # the device mesh (`place_run`)
+    placement: distributed.Placement | None = None  # the device mesh, from `place_run` (build_session sets it)
     _signal: int | None = None
     _old_handlers: dict = field(default_factory=dict)
 
@@ -81,8 +81,6 @@ class Session:
         from cnncli.steps import StepConfig, make_eval_step, make_train_step, trainable_filter
 
         seed = self.recipe.train.seed
-        if self.placement is None:  # build_session places (and checks) before writing anything
-            self.placement = place_run(self.recipe)
         model, self.specs = build_model(self.recipe, self.data.input_shape, self.num_classes)
         self.split_filters = (trainable_filter(self.recipe.train.freeze), ...)
         model.train()
@@ -383,10 +381,10 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
         CheckpointError: ``resume_from`` names no committed checkpoint (checked before
             anything is written).
     """
-    from cnncli.jaxsetup import tune_host_malloc
+    from cnncli.jaxsetup import configure
     from cnncli.train import steps_for
 
-    tune_host_malloc()  # before this process's first JAX call starts XLA's threads (the CLI did it already)
+    configure()  # host malloc and the compile cache, before this process's first JAX call starts XLA's threads
     if resume_from is not None and not committed_steps(workdir / rundir.CHECKPOINTS):
         raise CheckpointError(
             f"--resume-from {resume_from}: no committed checkpoint in {workdir / rundir.CHECKPOINTS}",
@@ -405,8 +403,8 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
         rundir.write_json(workdir / rundir.DATA_JSON, data.meta() | {"num_classes": recipe.model.num_classes or data.num_classes})
     env = rundir.environment([str(d) for d in jax.devices()], recipe.train.seed)
     checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, fsync=recipe.train.fsync)
-    sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change, resume_from)
-    sess.placement = placement
+    sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change, resume_from,
+                   placement=placement)  # fmt: skip
     sess.warnings.extend(str(w.message) for w in caught if issubclass(w.category, UserWarning))
     try:
         sess.setup_model()
