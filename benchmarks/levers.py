@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import statistics
 import time
+import unittest.mock
 
 MODELS = {
     "resnet20": ("resnet20", (32, 32, 3)),
@@ -80,29 +81,21 @@ def bn_xhat_backward():
         norm._batch_norm_train.defvjp(norm._forward, norm._bwd)
 
 
-@contextlib.contextmanager
+def pools_as(choose):
+    """Max pools built with ``choose(default_choice) -> impl`` instead of cnncli's choice."""
+    from cnncli.models import pooling
+
+    default = pooling.choose_max_impl
+    return unittest.mock.patch.object(pooling, "choose_max_impl", lambda *a: choose(default(*a)))
+
+
 def slices_pools():
     """Max pools as the slices path (the choice for 2x2/2 pools before the tiles path)."""
-    from cnncli.models import pooling
-
-    saved = pooling.choose_max_impl
-    pooling.choose_max_impl = lambda w, s, d, p: "slices" if saved(w, s, d, p) == "tiles" else saved(w, s, d, p)
-    try:
-        yield
-    finally:
-        pooling.choose_max_impl = saved
+    return pools_as(lambda impl: "slices" if impl == "tiles" else impl)
 
 
-@contextlib.contextmanager
 def reduce_window_pools():
-    from cnncli.models import pooling
-
-    saved = pooling.choose_max_impl
-    pooling.choose_max_impl = lambda *a: "reduce_window"
-    try:
-        yield
-    finally:
-        pooling.choose_max_impl = saved
+    return pools_as(lambda impl: "reduce_window")
 
 
 def build(variant: str, model: str, shape, batch_size: int):

@@ -202,9 +202,6 @@ def summarize(result: dict, peak: float | None) -> list[str]:
     return rows
 
 
-# glibc settings for the PyTorch process that match what cnncli applies in-process
-# (cnncli.jaxsetup.tune_host_malloc): one arena, no mmap for large blocks, no trimming.
-TUNED_MALLOC = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
 
 
 def main() -> None:
@@ -226,13 +223,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker == "jax":
         return jax_worker()
+    from cnncli.jaxsetup import glibc_tunables  # pure Python; the driver itself runs no jax
+
     args.layouts = args.layouts.split(",")
     me = [sys.executable, str(Path(__file__).resolve()), "--worker", "jax"]
     jaxws = {b: Worker(me) for b in args.backends.split(",")}
     torchws = {}
     if args.torch_python:
         for mode in args.torch_malloc.split(","):
-            env = dict(os.environ, GLIBC_TUNABLES=TUNED_MALLOC) if mode == "tuned" else None
+            # the settings cnncli applies in-process (cnncli.jaxsetup.tune_host_malloc)
+            env = dict(os.environ, GLIBC_TUNABLES=glibc_tunables()) if mode == "tuned" else None
             torchws[mode] = Worker([args.torch_python, str(HERE / "torch_worker.py")], env=env)
     first = next(iter(jaxws.values()))
     results, peaks = [], []

@@ -28,8 +28,18 @@ from pathlib import Path
 _done = False
 _malloc_tuned: bool | None = None
 
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -4, -8
+# What tune_host_malloc sets: (glibc tunable name, mallopt parameter from malloc.h, value).
+MALLOC_SETTINGS = (
+    ("arena_max", -8, 1),  # new threads share the main heap, which can grow past 64 MB
+    ("mmap_max", -4, 0),  # large blocks from the heap, not fresh mmaps
+    ("trim_threshold", -1, 2**31 - 1),  # never hand the heap's top back
+    ("top_pad", -2, 64 << 20),  # grow the heap in 64 MB steps
+)
+
+
+def glibc_tunables() -> str:
+    """The same settings as a ``GLIBC_TUNABLES`` value, for another process (benchmarks' peers)."""
+    return ":".join(f"glibc.malloc.{name}={value}" for name, _, value in MALLOC_SETTINGS)
 
 
 def tune_host_malloc() -> bool:
@@ -55,15 +65,7 @@ def tune_host_malloc() -> bool:
             return False
     except (OSError, AttributeError):
         return False
-    ok = all(
-        mallopt(param, value) == 1
-        for param, value in (
-            (_M_ARENA_MAX, 1),  # new threads share the main heap, which can grow past 64 MB
-            (_M_MMAP_MAX, 0),  # large blocks from the heap, not fresh mmaps
-            (_M_TRIM_THRESHOLD, 2**31 - 1),  # never hand the heap's top back
-            (_M_TOP_PAD, 64 << 20),  # grow the heap in 64 MB steps
-        )
-    )
+    ok = all(mallopt(param, value) == 1 for _, param, value in MALLOC_SETTINGS)
     _malloc_tuned = ok
     return ok
 
