@@ -37,7 +37,7 @@ def child(model: str, variant: str) -> dict:
     from cnncli import profiling
     from cnncli.jaxsetup import configure
     from cnncli.models import build_model
-    from cnncli.steps import StepConfig, TrainState, make_train_step, trainable_filter, zero_sums
+    from cnncli.steps import StepConfig, fresh_state, make_train_step, trainable_filter
 
     configure()
     if variant == "flax-bn":
@@ -64,8 +64,7 @@ def child(model: str, variant: str) -> dict:
     cfg = StepConfig(num_classes=10, mean=(0.0,) * shape[-1], std=(1.0,) * shape[-1], batch_size=128,
                      conv_backend=backend)  # fmt: skip
     step = make_train_step(graphdef, filters, tx, cfg)
-    state = TrainState(params=params, rest=rest, opt=tx.init(params), ema=None, step=jnp.zeros((), jnp.int32),
-                       sums=zero_sums(), bad_step=jnp.full((), -1, jnp.int32), bad_value=jnp.zeros((), jnp.float32))  # fmt: skip
+    state = fresh_state(params, rest, tx)
     args = (jnp.zeros((256, *shape), jnp.uint8), jnp.zeros((256,), jnp.int32), jnp.arange(256, dtype=jnp.int32),
             np.int32(0), jax.random.key(0))  # fmt: skip
     jax.block_until_ready(state)

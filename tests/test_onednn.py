@@ -205,7 +205,7 @@ def test_a_train_step_with_onednn_matches_xla():
 
     from cnncli import layers
     from cnncli.models import build_model
-    from cnncli.steps import StepConfig, TrainState, make_train_step, trainable_filter, zero_sums
+    from cnncli.steps import StepConfig, fresh_state, make_train_step, trainable_filter
 
     tokens = "conv:c=8,k=3,p=same bn relu maxpool:k=2 resblock:c=16,s=2 conv:c=16,k=1 relu gap dense"
     model = build_model(layers.parse_layers(tokens), (12, 12, 3), 5,
@@ -222,8 +222,7 @@ def test_a_train_step_with_onednn_matches_xla():
         cfg = StepConfig(num_classes=5, mean=(127.5,) * 3, std=(64.0,) * 3, batch_size=16, conv_backend=backend)
         step = make_train_step(graphdef, filters, tx, cfg)
         p, r = jax.tree.map(jnp.copy, (params, rest))
-        state = TrainState(params=p, rest=r, opt=tx.init(p), ema=None, step=jnp.zeros((), jnp.int32),
-                           sums=zero_sums(), bad_step=jnp.full((), -1, jnp.int32), bad_value=jnp.zeros((), jnp.float32))  # fmt: skip
+        state = fresh_state(p, r, tx)
         text = step.lower(state, *data, np.int32(0), jax.random.key(0)).compile().as_text()
         assert ("cnncli_onednn_conv" in text) == (backend == "onednn")
         for i in range(3):

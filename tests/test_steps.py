@@ -17,7 +17,7 @@ from flax import nnx
 from cnncli import layers
 from cnncli.models import build_model
 from cnncli.models.norm import BatchNorm, batch_norm_train
-from cnncli.steps import StepConfig, TrainState, compute_params, make_train_step, trainable_filter, xla_options, zero_sums
+from cnncli.steps import StepConfig, compute_params, fresh_state, make_train_step, trainable_filter, xla_options
 
 TOKENS = "conv:c=4,k=3,p=same bn relu maxpool:k=2 resblock:c=8,s=2 dropout:r=0.1 gap dense"
 SHAPE = (8, 8, 3)
@@ -40,11 +40,7 @@ def _setup(precision: str = "fp32"):
     step, tx, data = _step(precision)
     _, _, params, rest = _split()
     params, rest = jax.tree.map(jnp.copy, (params, rest))  # each test donates its own copy
-    state = TrainState(
-        params=params, rest=rest, opt=tx.init(params), ema=None, step=jnp.zeros((), jnp.int32), sums=zero_sums(),
-        bad_step=jnp.full((), -1, jnp.int32), bad_value=jnp.zeros((), jnp.float32),
-    )  # fmt: skip
-    return step, state, data
+    return step, fresh_state(params, rest, tx), data
 
 
 @functools.lru_cache(maxsize=None)

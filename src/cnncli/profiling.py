@@ -122,7 +122,7 @@ def synthetic_step(
     from cnncli import geometry
     from cnncli.jaxsetup import configure
     from cnncli.models import build_model
-    from cnncli.steps import StepConfig, TrainState, make_train_step, trainable_filter, zero_sums
+    from cnncli.steps import StepConfig, fresh_state, make_train_step, trainable_filter
 
     configure()
     specs = model_specs(model, num_classes)
@@ -149,10 +149,7 @@ def synthetic_step(
     y_all = jax.device_put(rng.integers(0, num_classes, (n,), dtype=np.int32))
     perm = jax.device_put(rng.permutation(n).astype(np.int32))
     key = jax.random.key(seed)
-    state = TrainState(
-        params=params, rest=rest, opt=tx.init(params), ema=None, step=jnp.zeros((), jnp.int32),
-        sums=zero_sums(), bad_step=jnp.full((), -1, jnp.int32), bad_value=jnp.zeros((), jnp.float32),
-    )  # fmt: skip
+    state = fresh_state(params, rest, tx)
     args = (x_all, y_all, perm, np.int32(0), key)
     t0 = time.perf_counter()
     compiled = step.lower(state, *args).compile()

@@ -166,14 +166,10 @@ class Session:
         return self._perm(self.shuffle_key, epoch)
 
     def fresh_state(self):
-        from cnncli.steps import TrainState
+        from cnncli.steps import fresh_state
 
         params, rest = self._init
-        ema = jax.tree.map(jnp.copy, params) if self.recipe.train.ema_decay is not None else None
-        return TrainState(
-            params=params, rest=rest, opt=self.tx.init(params), ema=ema, step=jnp.zeros((), jnp.int32),
-            sums=self.zero_sums(), bad_step=jnp.full((), -1, jnp.int32), bad_value=jnp.zeros((), jnp.float32),
-        )  # fmt: skip
+        return fresh_state(params, rest, self.tx, ema=self.recipe.train.ema_decay is not None)
 
     def compile(self, state) -> None:
         """Compile the train step ahead of time (timed), so the loop never recompiles."""

@@ -51,6 +51,18 @@ class TrainState:
     bad_value: jax.Array  # float32: that loss
 
 
+def fresh_state(params, rest, tx, *, ema: bool = False) -> TrainState:
+    """The state before the first step: optimizer initialized, counters and sums zero.
+
+    ``ema``: start an EMA of the parameters (a copy of them).
+    """
+    return TrainState(
+        params=params, rest=rest, opt=tx.init(params), ema=jax.tree.map(jnp.copy, params) if ema else None,
+        step=jnp.zeros((), jnp.int32), sums=zero_sums(), bad_step=jnp.full((), -1, jnp.int32),
+        bad_value=jnp.zeros((), jnp.float32),
+    )  # fmt: skip
+
+
 def trainable_filter(freeze: list[str]) -> Callable[[tuple, Any], bool]:
     """An NNX filter: parameters whose layer path matches none of the ``freeze`` globs.
 
