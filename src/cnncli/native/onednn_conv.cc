@@ -15,7 +15,7 @@
 // Each distinct problem (pass, shapes, dtypes, attributes) builds its oneDNN
 // primitives once and keeps them: the kernel oneDNN picks for `format_tag::any`
 // weights (blocked on AVX-512), the reorders between JAX's plain kernel layout and
-// that blocked one, and a scratch buffer for the blocked copy.
+// that blocked one, the blocked copy itself and the scratch memory (see Attr).
 
 #include <cstdint>
 #include <cstring>
