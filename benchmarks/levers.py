@@ -16,6 +16,10 @@ table shows both. Variants:
 - ``pool-reduce-window``: max pools through ``lax.reduce_window`` (models with max pools).
 - ``pool-slices``: 2x2/2-style max pools through the slices path instead of tiles.
 - ``bn-xhat``: BatchNorm's backward reducing ``dy * xhat`` (xhat kept from the forward).
+- ``bn-xla-sums``: BatchNorm's sums as XLA reductions (``onednn/bn-xla-sums``: the
+  oneDNN step without `cnncli.native.onednn.channel_sums`).
+- ``bn-relu-unfused``: BatchNorm and the ReLU after it as two ops (autodiff writes
+  the masked gradient) instead of `BatchNorm(x, relu=True)`.
 - ``bf16``: ``precision = "bf16"`` (mixed precision).
 - ``ynn=T1+T2``: exactly these YNNPACK fusion types (``eltwise``, ``reduce``,
   ``individual_dot``, ``individual_convolution``, ``dot``).
@@ -33,6 +37,8 @@ import statistics
 import time
 import unittest.mock
 
+import jax
+
 MODELS = {
     "resnet20": ("resnet20", (32, 32, 3)),
     "lenet5": ("lenet5", (28, 28, 1)),
@@ -47,8 +53,13 @@ def flax_modules():
 
     from cnncli.models import ops
 
+    class FlaxBatchNorm(nnx.BatchNorm):  # takes cnncli's relu= (BatchNorm then ReLU, two ops)
+        def __call__(self, x, relu=False):
+            y = super().__call__(x)
+            return jax.nn.relu(y) if relu else y
+
     saved = ops.BatchNorm, ops.PaddedConv.__call__
-    ops.BatchNorm = lambda f, momentum, epsilon, rngs: nnx.BatchNorm(f, momentum=momentum, epsilon=epsilon, rngs=rngs)
+    ops.BatchNorm = lambda f, momentum, epsilon, rngs: FlaxBatchNorm(f, momentum=momentum, epsilon=epsilon, rngs=rngs)
     ops.PaddedConv.__call__ = lambda self, x, out_sharding=None: nnx.Conv.__call__(self, x)
     try:
         yield
@@ -63,7 +74,7 @@ def bn_xhat_backward():
 
     from cnncli.models import norm
 
-    def old_bwd(epsilon, res, cotangents):
+    def old_bwd(epsilon, native, res, cotangents):  # XLA's reductions whatever `native` says
         x, mean, inv, scale, bias = res
         dy = cotangents[0].astype(jnp.float32)
         axes = tuple(range(x.ndim - 1))
@@ -79,6 +90,26 @@ def bn_xhat_backward():
         yield
     finally:
         norm._batch_norm_train.defvjp(norm._forward, norm._bwd)
+
+
+def bn_xla_sums():
+    """BatchNorm's per-channel sums as XLA reductions also under the oneDNN backend."""
+    from cnncli.models import norm
+
+    return unittest.mock.patch.object(norm, "_native_sums", lambda x: False)
+
+
+def bn_relu_unfused():
+    """BatchNorm then a separate ReLU (autodiff's masked gradient written out)."""
+    from cnncli.models import norm
+
+    original = norm.batch_norm_train
+
+    def unfused(x, scale, bias, epsilon, native=False, relu=False):
+        y, mean, var = original(x, scale, bias, epsilon, native=native)
+        return (jax.nn.relu(y) if relu else y), mean, var
+
+    return unittest.mock.patch.object(norm, "batch_norm_train", unfused)
 
 
 def pools_as(choose):
@@ -124,6 +155,10 @@ def build(variant: str, model: str, shape, batch_size: int):
         context = slices_pools()
     if variant == "bn-xhat":
         context = bn_xhat_backward()
+    if variant == "bn-xla-sums":
+        context = bn_xla_sums()
+    if variant == "bn-relu-unfused":
+        context = bn_relu_unfused()
     if variant == "pool-reduce-window":
         context = reduce_window_pools()
     if variant in ("bf16", "onednn-bf16"):

@@ -216,7 +216,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5, help="timed windows per contestant (default 5)")
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum seconds per window (default 3)")
     parser.add_argument("--torch-device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--backends", default="xla,onednn", help="cnncli conv backends to time (default xla,onednn)")
+    parser.add_argument("--backends", default=None,
+                        help="cnncli conv backends to time (default xla,onednn; xla alone with --torch-device cuda)")
     parser.add_argument("--torch-malloc", default="default,tuned",
                         help="PyTorch with glibc's default malloc and/or with cnncli's settings (GLIBC_TUNABLES)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="save every window here")
@@ -227,6 +228,8 @@ def main() -> None:
 
     args.layouts = args.layouts.split(",")
     me = [sys.executable, str(Path(__file__).resolve()), "--worker", "jax"]
+    if args.backends is None:  # oneDNN is a CPU backend
+        args.backends = "xla,onednn" if args.torch_device == "cpu" else "xla"
     jaxws = {b: Worker(me) for b in args.backends.split(",")}
     torchws = {}
     if args.torch_python:

@@ -74,7 +74,7 @@ def test_four_devices_match_one_and_restore_on_one(tmp_path):
 @pytest.mark.slow
 def test_a_model_axis_splits_dense_kernels_and_still_matches(tmp_path):
     recipe = write_recipe(tmp_path, TINY_RECIPE)
-    one = train(recipe, tmp_path / "one", extra=["--set", "train.epochs=null", "--set", "train.steps=6"])
+    train(recipe, tmp_path / "one", extra=["--set", "train.epochs=null", "--set", "train.steps=6"])
     mesh = train(recipe, tmp_path / "mesh", devices=4, extra=["--set", "train.epochs=null", "--set", "train.steps=6", "--set", "train.mesh={data = 2, model = 2}"])
     assert mesh["mesh"] == {"data": 2, "model": 2}
     assert_close(params_of(tmp_path / "one"), params_of(tmp_path / "mesh"))

@@ -44,7 +44,6 @@ def jax_conv(in_shape, k, cout, s, padding, d, g=1):
 
 
 def jax_pool(in_shape, k, s, padding, d):
-    nd = len(in_shape) - 1
     pads = padding if isinstance(padding, str) else ((0, 0), *padding, (0, 0))
     fn = lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (1, *k, 1), (1, *s, 1), pads, window_dilation=(1, *d, 1))  # noqa: E731
     return jax.eval_shape(fn, _sds((1, *in_shape))).shape[1:]

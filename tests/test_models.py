@@ -508,6 +508,65 @@ def test_batch_norm_train_updates_stats_eval_uses_them():
     np.testing.assert_array_equal(model.bn1.mean[...], mean)  # eval does not update
 
 
+def _bn_relu_case():
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(0.5, 2.0, (8, 4, 4, 6)), jnp.float32)
+    scale = jnp.asarray(rng.normal(1.0, 0.3, 6), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=6), jnp.float32)
+    up = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    return x, scale, bias, up
+
+
+def test_fused_batch_norm_relu_matches_batch_norm_then_relu():
+    """relu=True: the same values, statistics and gradients as autodiff through jax.nn.relu."""
+    from cnncli.models.norm import batch_norm_train
+
+    x, scale, bias, up = _bn_relu_case()
+
+    def loss(fused):
+        def f(x, scale, bias):
+            if fused:
+                y, mean, var = batch_norm_train(x, scale, bias, 1e-5, relu=True)
+            else:
+                y, mean, var = batch_norm_train(x, scale, bias, 1e-5)
+                y = jax.nn.relu(y)
+            return jnp.sum(y * up), (y, mean, var)
+
+        return jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True)(x, scale, bias)
+
+    (_, fused_aux), fused_grads = loss(True)
+    (_, ref_aux), ref_grads = loss(False)
+    assert float(jnp.mean(fused_aux[0] == 0)) > 0.2  # the mask matters in this case
+    for got, want in zip((*fused_aux, *fused_grads), (*ref_aux, *ref_grads)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_models_fuse_batch_norm_and_the_relu_after_it(monkeypatch):
+    """`bn relu` tokens and the blocks' bn-relu pairs call BatchNorm once with relu=True;
+    a bn followed by anything else (or by the residual add) keeps relu=False."""
+    from cnncli.models import norm
+
+    calls = []
+    original = norm.batch_norm_train
+
+    def spy(x, scale, bias, epsilon, native=False, relu=False):
+        calls.append(relu)
+        return original(x, scale, bias, epsilon, native=native, relu=relu)
+
+    monkeypatch.setattr(norm, "batch_norm_train", spy)
+    tokens = "conv:c=4,k=3,p=1 bn relu conv:c=4,k=3,p=1 bn tanh resblock:c=4 bn gap dense"
+    model = build_model(layers.parse_layers(tokens), (6, 6, 3), 2, rngs=rngs())
+    x = jax.random.normal(jax.random.key(1), (4, 6, 6, 3))
+    y = model(x)
+    assert calls == [True, False, True, False, False]  # bn1+relu, bn2 (tanh), block bn1+relu, block bn2, last bn
+    model.eval()  # running statistics: the same fused form, no statistics update
+    e = model(x)
+    assert y.shape == e.shape == (4, 2) and bool(jnp.all(jnp.isfinite(e)))
+    stem = nnx.view(model, use_running_average=True, raise_if_not_found=False)
+    h = stem.conv1(x)
+    np.testing.assert_allclose(stem.bn1(h, relu=True), jax.nn.relu(stem.bn1(h)), rtol=1e-6, atol=1e-6)
+
+
 # ------------------------------------------------------------- gradients
 
 

@@ -194,6 +194,95 @@ def test_the_built_extension_is_reused(monkeypatch, tmp_path):
     assert onednn.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
 
 
+# ----------------------------------------------------------------------------- channel sums (BatchNorm)
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    "shape",
+    [(128, 8, 8, 16), (3, 5, 7), (2, 3, 3, 40), (300, 20), (1, 2, 3, 4, 33), (1, 1)],
+    ids=["resnet-like", "odd", "c=40", "2-d", "3-d", "one"],
+)
+def test_channel_sums_match_float64(shape):
+    """Per-channel (sum(a), sum(a * b)) over all but the last axis: any rank, channel
+    count (16-lane chunks and a tail) and row count (blocks and a partial block)."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(3.0, 1.0, shape).astype(np.float32)
+    b = rng.normal(size=shape).astype(np.float32)
+    axes = tuple(range(len(shape) - 1))
+    want = (a.astype(np.float64).sum(axes), (a.astype(np.float64) * b).sum(axes))
+    got = jax.jit(onednn.channel_sums)(a, b)
+    for g, w in zip(got, want):
+        assert g.dtype == jnp.float32 and g.shape == (shape[-1],)
+        np.testing.assert_allclose(np.asarray(g), w, rtol=2e-6, atol=1e-4)
+    total, squares = jax.jit(onednn.channel_sums)(a, a)  # BatchNorm's forward: b = a
+    np.testing.assert_allclose(np.asarray(squares), (a.astype(np.float64) ** 2).sum(axes), rtol=2e-6)
+
+
+@needs_onednn
+def test_channel_sums_with_a_relu_mask_count_only_where_the_mask_is_on():
+    """mult/shift: a counts where b * mult + shift > 0 (BatchNorm+ReLU's backward)."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(50, 7, 20)).astype(np.float32)
+    b = rng.normal(1.0, 2.0, (50, 7, 20)).astype(np.float32)
+    mult = rng.normal(size=20).astype(np.float32)
+    shift = rng.normal(size=20).astype(np.float32)
+    on = (b * mult + shift) > 0
+    masked = np.where(on, a, 0.0).astype(np.float64)
+    got = jax.jit(onednn.channel_sums)(a, b, mult, shift)
+    np.testing.assert_allclose(np.asarray(got[0]), masked.sum((0, 1)), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(got[1]), (masked * b).sum((0, 1)), rtol=1e-5, atol=1e-4)
+    assert 0.2 < on.mean() < 0.8
+
+
+@needs_onednn
+def test_channel_sums_of_bfloat16_accumulate_in_float32():
+    rng = np.random.default_rng(2)
+    a = jnp.asarray(rng.normal(size=(64, 6, 6, 24)), jnp.bfloat16)
+    b = jnp.asarray(rng.normal(size=(64, 6, 6, 24)), jnp.float32)  # mixed: dy in bf16, x in f32
+    a64, b64 = np.asarray(a.astype(jnp.float32), np.float64), np.asarray(b, np.float64)
+    got = onednn.channel_sums(a, b)
+    np.testing.assert_allclose(np.asarray(got[0]), a64.sum((0, 1, 2)), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(got[1]), (a64 * b64).sum((0, 1, 2)), rtol=1e-5, atol=1e-3)
+
+
+@needs_onednn
+def test_channel_sums_refuse_mismatched_shapes():
+    with pytest.raises(Exception, match="cnncli channel sums: a and b must have one shape"):
+        jax.block_until_ready(onednn.channel_sums(jnp.ones((4, 3)), jnp.ones((2, 6))))
+
+
+@needs_onednn
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn+relu"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_batch_norm_with_native_sums_matches_xla_reductions(dtype, relu):
+    """Same outputs, statistics and gradients (x, scale, bias) either way."""
+    from cnncli.models.norm import batch_norm_train
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(2.0, 3.0, (16, 5, 5, 20)), dtype)
+    scale = jnp.asarray(rng.normal(1.0, 0.1, 20), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=20), jnp.float32)
+    up = jnp.asarray(rng.normal(size=x.shape), dtype)
+
+    def run(native):
+        def loss(x, scale, bias):
+            y, mean, var = batch_norm_train(x, scale, bias, 1e-5, native=native, relu=relu)
+            return jnp.sum(y.astype(jnp.float32) * up.astype(jnp.float32)), (y, mean, var)
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(x, scale, bias)
+
+    bwd = jax.jit(jax.grad(lambda x: jnp.sum(batch_norm_train(x, scale, bias, 1e-5, native=True, relu=relu)[0])))
+    text = bwd.lower(x).as_text()
+    assert "cnncli_channel_sums" in text and ("cnncli_channel_sums_relu" in text) == relu
+    (_, ref_aux), ref_grads = run(False)
+    (_, aux), grads = run(True)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
+    for got, want in zip((*aux, *grads), (*ref_aux, *ref_grads)):
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), **tol)
+
+
 # ----------------------------------------------------------------------------- in the train step
 
 
@@ -225,6 +314,7 @@ def test_a_train_step_with_onednn_matches_xla():
         state = fresh_state(p, r, tx)
         text = step.lower(state, *data, np.int32(0), jax.random.key(0)).compile().as_text()
         assert ("cnncli_onednn_conv" in text) == (backend == "onednn")
+        assert ("cnncli_channel_sums" in text) == (backend == "onednn")  # BatchNorm's sums
         for i in range(3):
             state = step(state, *data, np.int32(i % 2), jax.random.key(0))
         assert step._cache_size() == 1  # never a recompile after the first step

@@ -196,8 +196,6 @@ class Placement:
 
     def place_state(self, state):
         """(state laid out on the mesh, its shardings); (state, None) on one device."""
-        import jax
-
         if not self.multi:
             return state, None
         shardings = state_shardings(state, self.mesh)

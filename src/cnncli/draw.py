@@ -348,7 +348,7 @@ def draw_tconv_1d(values: list, kernel: list, setup: Setup, out_size: int) -> Dr
         f", output padding {setup.output_padding[0] if setup.output_padding else 0}",
         f"x = {values}, w = {kernel}",
         f"C is the conv (same k, s, p) that maps {out_size} values to {len(values)}; the transposed conv",
-        f"multiplies by its transpose, so each input value spreads w over the output: y = C^T x with",
+        "multiplies by its transpose, so each input value spreads w over the output: y = C^T x with",
         f"C^T ({out_size}x{len(values)}): each column holds w, {s} rows below the previous one"
         f" (padding {lo}+{hi} crops rows at the ends):",
         *mlines,

@@ -70,7 +70,7 @@ class ResBlock(nnx.Module):
         self.out_shape = (*out, c)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jax.nn.relu(self.bn1(self.conv1(x)))
+        y = self.bn1(self.conv1(x), relu=True)
         y = self.bn2(self.conv2(y))
         if self.proj is not None:
             x = self.proj_bn(self.proj(x))
@@ -121,8 +121,8 @@ class Bottleneck(nnx.Module):
         self.out_shape = (*out, out_c)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jax.nn.relu(self.bn1(self.conv1(x)))
-        y = jax.nn.relu(self.bn2(self.conv2(y)))
+        y = self.bn1(self.conv1(x), relu=True)
+        y = self.bn2(self.conv2(y), relu=True)
         y = self.bn3(self.conv3(y))
         if self.proj is not None:
             x = self.proj_bn(self.proj(x))
@@ -140,8 +140,8 @@ class DenseLayer(nnx.Module):
         self.conv2 = conv(bn_size * growth, growth, three, one, _sym(three), rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.conv1(jax.nn.relu(self.bn1(x)))
-        return self.conv2(jax.nn.relu(self.bn2(y)))
+        y = self.conv1(self.bn1(x, relu=True))
+        return self.conv2(self.bn2(y, relu=True))
 
 
 class DenseBlock(nnx.Module):
@@ -174,7 +174,7 @@ class Transition(nnx.Module):
         self.out_shape = (*out, spec.features)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.conv(jax.nn.relu(self.bn(x)))
+        y = self.conv(self.bn(x, relu=True))
         return pooling.avg_pool(y, self.window, self.window)
 
 

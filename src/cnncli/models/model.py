@@ -12,6 +12,7 @@ from cnncli import layers as L
 from cnncli.errors import LayerError, unknown_choice
 from cnncli.models import ops
 from cnncli.models.blocks import BLOCKS
+from cnncli.models.norm import BatchNorm
 
 ConvModule = (nnx.Conv, nnx.ConvTranspose)
 
@@ -69,8 +70,15 @@ class Model(nnx.Module):
         return list(self.names)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        for name in self.names:
-            x = getattr(self, name)(x)
+        layers = [getattr(self, name) for name in self.names]
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and _bn_then_relu(layers[i], layers[i + 1]):
+                x = layers[i](x, relu=True)  # one op: BatchNorm's backward recomputes the mask
+                i += 2
+            else:
+                x = layers[i](x)
+                i += 1
         return x
 
     def conv_layers(self) -> list[tuple[str, nnx.Module]]:
@@ -176,3 +184,6 @@ def abstract_model(specs: Sequence[L.LayerSpec], input_shape: Sequence[int], num
     """
     return Model(specs, input_shape, num_classes, rngs=None, abstract=True)
 
+
+def _bn_then_relu(layer: nnx.Module, after: nnx.Module) -> bool:
+    return isinstance(layer, BatchNorm) and isinstance(after, ops.Activation) and after.kind == "relu"

@@ -31,56 +31,93 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def _stats(x32: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-    """Per-channel mean and biased variance (``E[x^2] - E[x]^2``, clipped at 0)."""
-    mean = jnp.mean(x32, axis=axes)
-    var = jnp.maximum(jnp.mean(jnp.square(x32), axis=axes) - jnp.square(mean), 0.0)
-    return mean, var
+def _stats(x: jax.Array, axes: tuple[int, ...], native: bool) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and biased variance (``E[x^2] - E[x]^2``, clipped at 0), in float32."""
+    n = x.size // x.shape[-1]
+    if native:  # one pass for both sums (cnncli.native.onednn.channel_sums)
+        from cnncli.native import onednn
+
+        total, squares = onednn.channel_sums(x, x)
+        mean, mean_sq = total / n, squares / n
+    else:
+        x32 = x.astype(jnp.float32)
+        mean, mean_sq = jnp.mean(x32, axis=axes), jnp.mean(jnp.square(x32), axis=axes)
+    return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
 
 
-def _forward(x, scale, bias, epsilon):
+def _forward(x, scale, bias, epsilon, native, relu):
     axes = tuple(range(x.ndim - 1))
-    x32 = x.astype(jnp.float32)
-    mean, var = _stats(x32, axes)
+    mean, var = _stats(x, axes, native)
     inv = jax.lax.rsqrt(var + epsilon)
-    mult = scale.astype(jnp.float32) * inv
-    y = x32 * mult + (bias.astype(jnp.float32) - mean * mult)
+    mult, shift = _affine(mean, inv, scale, bias)
+    y = x.astype(jnp.float32) * mult + shift
+    if relu:
+        y = jnp.maximum(y, 0.0)
     return (y.astype(x.dtype), mean, var), (x, mean, inv, scale, bias)
 
 
-def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float):
+def _affine(mean, inv, scale, bias):
+    """BatchNorm as ``x * mult + shift`` per channel."""
+    mult = scale.astype(jnp.float32) * inv
+    return mult, bias.astype(jnp.float32) - mean * mult
+
+
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, native: bool = False,
+                     relu: bool = False):
     """Training-mode BatchNorm over every axis but the last.
 
     Returns ``(y, mean, var)``: ``y`` in ``x.dtype``; the batch ``mean`` and biased
     ``var`` in float32, for the running averages. Only ``y`` is differentiated: the
     cotangents of ``mean`` and ``var`` are ignored, so use them under
-    ``stop_gradient`` (as running statistics are).
+    ``stop_gradient`` (as running statistics are). ``native``: the per-channel sums
+    of both passes come from `cnncli.native.onednn.channel_sums` (one pass for two
+    sums, on every core; needs the oneDNN extension, CPU only) instead of XLA
+    reductions. ``relu``: return ``relu(y)``, with the ReLU's gradient mask
+    recomputed from ``x`` in the backward pass instead of a masked gradient written
+    out and read back.
     """
-    return _batch_norm_train(x, scale, bias, float(epsilon))
+    return _batch_norm_train(x, scale, bias, float(epsilon), bool(native), bool(relu))
 
 
-def _bn(x, scale, bias, epsilon):
-    return _forward(x, scale, bias, epsilon)[0]
+def _bn(x, scale, bias, epsilon, native, relu):
+    return _forward(x, scale, bias, epsilon, native, relu)[0]
 
 
-def _bwd(epsilon, res, cotangents):
+def _bwd(epsilon, native, relu, res, cotangents):
     x, mean, inv, scale, bias = res
-    dy = cotangents[0].astype(jnp.float32)
     axes = tuple(range(x.ndim - 1))
     n = x.size // x.shape[-1]
-    x32 = x.astype(jnp.float32)
-    dbias = jnp.sum(dy, axis=axes)
+    dy, x32 = cotangents[0].astype(jnp.float32), x.astype(jnp.float32)
+    mult, shift = _affine(mean, inv, scale, bias)
+    if relu:  # the forward's mask, recomputed: XLA fuses it into the passes below
+        dy = jnp.where(x32 * mult + shift > 0.0, dy, 0.0)
     # sum(dy * xhat) = inv * (sum(dy * x) - mean * sum(dy)): the reduction reads x,
     # which exists anyway, instead of an xhat that XLA would materialize in the
     # forward pass just for it (one full-size write and read per BatchNorm).
-    dscale = inv * (jnp.sum(dy * x32, axis=axes) - mean * dbias)
+    if native:
+        from cnncli.native import onednn
+
+        masked = (mult, shift) if relu else ()
+        dbias, dy_x = onednn.channel_sums(cotangents[0], x, *masked)
+    else:
+        dbias, dy_x = jnp.sum(dy, axis=axes), jnp.sum(dy * x32, axis=axes)
+    dscale = inv * (dy_x - mean * dbias)
     xhat = (x32 - mean) * inv
     dx = (scale.astype(jnp.float32) * inv / n) * (n * dy - dbias - xhat * dscale)
     return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
 
 
-_batch_norm_train = jax.custom_vjp(_bn, nondiff_argnums=(3,))  # epsilon: a static float
+_batch_norm_train = jax.custom_vjp(_bn, nondiff_argnums=(3, 4, 5))  # epsilon, native, relu: static
 _batch_norm_train.defvjp(_forward, _bwd)
+
+
+def _native_sums(x: jax.Array) -> bool:
+    """Whether this trace's BatchNorm sums go to the native kernel: under the oneDNN
+    conv backend (`cnncli.models.ops.conv_backend`; its extension holds the kernel),
+    for a float32 or bfloat16 input."""
+    from cnncli.models import ops
+
+    return ops.current_conv_backend() == "onednn" and x.dtype in (jnp.float32, jnp.bfloat16)
 
 
 class BatchNorm(nnx.Module):
@@ -105,14 +142,16 @@ class BatchNorm(nnx.Module):
         self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, relu: bool = False) -> jax.Array:
+        """Normalize ``x``; ``relu=True`` returns ``relu(bn(x))`` as one op (the
+        backward recomputes the ReLU mask instead of storing a masked gradient)."""
         scale, bias = self.scale[...], self.bias[...]
         if self.use_running_average:
             inv = jax.lax.rsqrt(self.var[...] + self.epsilon)
-            mult = scale.astype(jnp.float32) * inv
-            y = x.astype(jnp.float32) * mult + (bias.astype(jnp.float32) - self.mean[...] * mult)
-            return y.astype(x.dtype)
-        y, mean, var = batch_norm_train(x, scale, bias, self.epsilon)
+            mult, shift = _affine(self.mean[...], inv, scale, bias)
+            y = x.astype(jnp.float32) * mult + shift
+            return (jnp.maximum(y, 0.0) if relu else y).astype(x.dtype)
+        y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, native=_native_sums(x), relu=relu)
         m = self.momentum
         # set_value, not ``self.mean[...] = ``: the indexed form compares the new
         # value's sharding with the old one's, and on a tracer that walks the whole

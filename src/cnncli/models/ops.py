@@ -94,6 +94,11 @@ def conv_backend(name: str):
         _CONV_BACKEND.reset(token)
 
 
+def current_conv_backend() -> str:
+    """The conv backend of the trace in progress (`conv_backend`; "xla" outside one)."""
+    return _CONV_BACKEND.get()
+
+
 def mixed_conv(x: jax.Array, kernel: jax.Array, strides, padding, **kwargs) -> jax.Array:
     """``lax.conv_general_dilated`` in the input's precision.
 
@@ -105,7 +110,7 @@ def mixed_conv(x: jax.Array, kernel: jax.Array, strides, padding, **kwargs) -> j
     no input dilation, 1 or 2 spatial axes) go to `cnncli.native.onednn.conv`, same
     meaning; the rest stay with lax.
     """
-    if _CONV_BACKEND.get() == "onednn":
+    if current_conv_backend() == "onednn":
         from cnncli.native import onednn
 
         pads = tuple((0, 0) for _ in strides) if padding == "VALID" else tuple(tuple(p) for p in padding)

@@ -17,6 +17,10 @@ equality (``tests/test_onednn.py``). Input dilation (transposed convolutions),
 negative padding, 3-D convolutions and bfloat16 on CPUs without oneDNN bfloat16
 kernels (before AVX-512) are not covered: `supports` says so and the models keep
 lax for those.
+
+The same extension holds `channel_sums`, the per-channel sums BatchNorm needs
+(`cnncli.models.norm`), used under the same backend: one pass over the activations
+for two sums, where XLA's column reductions took one slower pass per sum.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from cnncli.errors import CnnCliError
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGETS = ("cnncli_onednn_conv_fwd", "cnncli_onednn_conv_bwd_data", "cnncli_onednn_conv_bwd_weights")
+SUMS_TARGETS = ("cnncli_channel_sums", "cnncli_channel_sums_relu")
 HINT = "install the optional oneDNN build with `uv sync --extra onednn` (or set CNNCLI_ONEDNN_ROOT to a oneDNN 3.x prefix), and have g++ on the PATH"
 
 
@@ -117,7 +122,7 @@ def _compile(root: Path, libdir: Path, include: str, out: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     cmd = [
-        compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+        compiler, "-O3", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w",
         f"-I{include}", f"-I{root / 'include'}", str(SOURCE), "-o", str(tmp_path),
         f"-L{libdir}", "-ldnnl", f"-Wl,-rpath,{libdir}",
     ]  # fmt: skip
@@ -140,7 +145,7 @@ def _library() -> ctypes.CDLL:
         lib = ctypes.cdll.LoadLibrary(str(path))
     except OSError as err:  # unreadable cache folder, a broken libgomp or libdnnl, ...
         raise OneDNNUnavailable(f"the oneDNN extension could not be built or loaded: {err}", hint=HINT) from err
-    for name in TARGETS:
+    for name in (*TARGETS, *SUMS_TARGETS):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
     lib.cnncli_onednn_version.restype = ctypes.c_char_p
     lib.cnncli_onednn_supports_bf16.restype = ctypes.c_int
@@ -221,3 +226,22 @@ def _conv_bwd(strides, padding, dilation, groups, res, dy):
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def channel_sums(a: jax.Array, b: jax.Array, mult: jax.Array | None = None,
+                 shift: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Per-channel ``(sum(a), sum(a * b))`` over every axis but the last, in float32.
+
+    One pass over ``a`` and ``b`` (same shape; float32 or bfloat16) on every core:
+    BatchNorm's statistics (``b = a``) and backward reductions (``a = dy, b = x``) with
+    the oneDNN backend (`cnncli.models.norm`). With per-channel float32 ``mult`` and
+    ``shift``, ``a`` counts only where ``b * mult + shift > 0``: the backward of
+    BatchNorm followed by ReLU, whose mask is recomputed from the input, not stored.
+    Not differentiable: use it inside a custom_vjp rule, as BatchNorm does.
+    """
+    load()
+    c = a.shape[-1]
+    out = jax.ShapeDtypeStruct((c,), jnp.float32)
+    if mult is None:
+        return jax.ffi.ffi_call(SUMS_TARGETS[0], (out, out))(a, b)
+    return jax.ffi.ffi_call(SUMS_TARGETS[1], (out, out))(a, b, mult.astype(jnp.float32), shift.astype(jnp.float32))

@@ -4,6 +4,9 @@
 //   cnncli_onednn_conv_fwd          y  = conv(x, w)
 //   cnncli_onednn_conv_bwd_data     dx = conv_backward_data(dy, w)
 //   cnncli_onednn_conv_bwd_weights  dw = conv_backward_weights(x, dy)
+// and two for BatchNorm under the same backend (not oneDNN: a loop of our own, below):
+//   cnncli_channel_sums             (sum(a), sum(a * b)) per channel
+//   cnncli_channel_sums_relu        the same where b * mult + shift > 0
 // Layouts are JAX's: activations (N, *spatial, C), kernels (*spatial, C_in / groups,
 // C_out), 1 to 3 spatial axes, float32 or bfloat16. The Python side
 // (cnncli/native/onednn.py) builds this file with g++, registers the handlers and
@@ -17,6 +20,9 @@
 // weights (blocked on AVX-512), the reorders between JAX's plain kernel layout and
 // that blocked one, the blocked copy itself and the scratch memory (see Attr).
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -312,7 +318,147 @@ auto Bind() {
       .Attr<int64_t>("groups");
 }
 
+// ------------------------------------------------------------------ channel sums
+//
+// cnncli_channel_sums(a, b) -> (sum(a), sum(a * b)), per channel (the last axis) over
+// every other axis, in float32. BatchNorm's statistics are this with b = a (sum and
+// sum of squares) and its backward reductions with a = dy, b = x. One pass over the
+// inputs on every core; XLA's reductions read each input once per sum and reach
+// about a third of the memory bandwidth on such column sums (BENCHMARKS.md).
+// Accuracy: float32 partial sums over blocks of kBlockRows rows, added in double.
+
+float Load(const float* p, int64_t i) { return p[i]; }
+float Load(const uint16_t* p, int64_t i) {  // bfloat16: the high half of a float32
+  const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+constexpr int64_t kBlockRows = 128;
+
+// Rows [r0, r1) of row-major (M, C) inputs into per-channel double totals: 16
+// channels at a time with their partial sums in registers, a block of rows at a
+// time (a block's rows stay in cache while the next 16 channels read them). With
+// kRelu, a counts only where b * mult + shift > 0 (per channel): the ReLU mask of a
+// BatchNorm+ReLU output, recomputed from its input b instead of read from memory.
+template <bool kRelu, typename A, typename B>
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void SumRows(const A* __restrict a, const B* __restrict b, const float* __restrict mult,
+             const float* __restrict shift, int64_t r0, int64_t r1, int64_t c, double* __restrict t1,
+             double* __restrict t2) {
+  constexpr int64_t kLanes = 16;
+  for (int64_t blk = r0; blk < r1; blk += kBlockRows) {
+    const int64_t end = blk + kBlockRows < r1 ? blk + kBlockRows : r1;
+    for (int64_t j0 = 0; j0 < c; j0 += kLanes) {
+      const int64_t lanes = c - j0 < kLanes ? c - j0 : kLanes;
+      float s1[kLanes] = {}, s2[kLanes] = {}, mu[kLanes] = {}, sh[kLanes] = {};
+      if (kRelu)
+        for (int64_t k = 0; k < lanes; ++k) { mu[k] = mult[j0 + k]; sh[k] = shift[j0 + k]; }
+      auto add = [&](int64_t off, int64_t k) {
+        const float y = Load(b, off + k);
+        float x = Load(a, off + k);
+        if (kRelu) x = y * mu[k] + sh[k] > 0.f ? x : 0.f;
+        s1[k] += x;
+        s2[k] += x * y;
+      };
+      if (lanes == kLanes) {
+        for (int64_t r = blk; r < end; ++r)
+          for (int64_t k = 0; k < kLanes; ++k) add(r * c + j0, k);
+      } else {
+        for (int64_t r = blk; r < end; ++r)
+          for (int64_t k = 0; k < lanes; ++k) add(r * c + j0, k);
+      }
+      for (int64_t k = 0; k < lanes; ++k) { t1[j0 + k] += s1[k]; t2[j0 + k] += s2[k]; }
+    }
+  }
+}
+
+template <bool kRelu, typename A, typename B>
+void ChannelSums(const A* a, const B* b, const float* mult, const float* shift, int64_t m, int64_t c,
+                 float* out1, float* out2) {
+  std::vector<double> total(2 * c, 0.0);
+  std::mutex merge;
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t blocks = (m + kBlockRows - 1) / kBlockRows;  // whole blocks per thread
+    const int64_t r0 = std::min(m, blocks * t / nt * kBlockRows);
+    const int64_t r1 = std::min(m, blocks * (t + 1) / nt * kBlockRows);
+    std::vector<double> tt(2 * c, 0.0);
+    if (r1 > r0) SumRows<kRelu>(a, b, mult, shift, r0, r1, c, tt.data(), tt.data() + c);
+    std::lock_guard<std::mutex> lock(merge);
+    for (int64_t j = 0; j < 2 * c; ++j) total[j] += tt[j];
+  }
+  for (int64_t j = 0; j < c; ++j) {
+    out1[j] = static_cast<float>(total[j]);
+    out2[j] = static_cast<float>(total[c + j]);
+  }
+}
+
+template <bool kRelu, typename A>
+ffi::Error SumsWith(const A* a, const ffi::AnyBuffer& b, const float* mult, const float* shift, int64_t m,
+                    int64_t c, float* o1, float* o2) {
+  if (b.element_type() == ffi::DataType::F32)
+    ChannelSums<kRelu>(a, static_cast<const float*>(b.untyped_data()), mult, shift, m, c, o1, o2);
+  else if (b.element_type() == ffi::DataType::BF16)
+    ChannelSums<kRelu>(a, static_cast<const uint16_t*>(b.untyped_data()), mult, shift, m, c, o1, o2);
+  else
+    return ffi::Error::InvalidArgument("cnncli channel sums: only float32 and bfloat16");
+  return ffi::Error::Success();
+}
+
+template <bool kRelu>
+ffi::Error RunSums(const ffi::AnyBuffer& a, const ffi::AnyBuffer& b, const float* mult, const float* shift,
+                   ffi::Result<ffi::Buffer<ffi::F32>>& sum_a, ffi::Result<ffi::Buffer<ffi::F32>>& sum_ab) {
+  const auto da = a.dimensions(), db = b.dimensions();
+  if (da.size() < 1 || da.size() != db.size() || !std::equal(da.begin(), da.end(), db.begin()))
+    return ffi::Error::InvalidArgument("cnncli channel sums: a and b must have one shape");
+  const int64_t c = da.back();
+  const int64_t m = c == 0 ? 0 : static_cast<int64_t>(a.element_count()) / c;
+  if (sum_a->element_count() != static_cast<size_t>(c) || sum_ab->element_count() != static_cast<size_t>(c))
+    return ffi::Error::InvalidArgument("cnncli channel sums: outputs must have the channel count");
+  float* o1 = sum_a->typed_data();
+  float* o2 = sum_ab->typed_data();
+  std::lock_guard<std::mutex> lock(CallMutex());  // one OpenMP team at a time (see CallMutex)
+  if (a.element_type() == ffi::DataType::F32)
+    return SumsWith<kRelu>(static_cast<const float*>(a.untyped_data()), b, mult, shift, m, c, o1, o2);
+  if (a.element_type() == ffi::DataType::BF16)
+    return SumsWith<kRelu>(static_cast<const uint16_t*>(a.untyped_data()), b, mult, shift, m, c, o1, o2);
+  return ffi::Error::InvalidArgument("cnncli channel sums: only float32 and bfloat16");
+}
+
+ffi::Error RunChannelSums(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::Buffer<ffi::F32>> sum_a,
+                          ffi::Result<ffi::Buffer<ffi::F32>> sum_ab) {
+  return RunSums<false>(a, b, nullptr, nullptr, sum_a, sum_ab);
+}
+
+ffi::Error RunChannelSumsRelu(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Buffer<ffi::F32> mult,
+                              ffi::Buffer<ffi::F32> shift, ffi::Result<ffi::Buffer<ffi::F32>> sum_a,
+                              ffi::Result<ffi::Buffer<ffi::F32>> sum_ab) {
+  const int64_t c = a.dimensions().size() == 0 ? 0 : a.dimensions().back();
+  if (mult.element_count() != static_cast<size_t>(c) || shift.element_count() != static_cast<size_t>(c))
+    return ffi::Error::InvalidArgument("cnncli channel sums: mult and shift must have the channel count");
+  return RunSums<true>(a, b, mult.typed_data(), shift.typed_data(), sum_a, sum_ab);
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_channel_sums, RunChannelSums,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_channel_sums_relu, RunChannelSumsRelu,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_fwd, CNNCLI_CONV_BINDING(Pass::kFwd), Bind());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_bwd_data, CNNCLI_CONV_BINDING(Pass::kBwdData), Bind());
