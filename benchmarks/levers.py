@@ -74,12 +74,14 @@ def bn_xhat_backward():
 
     from cnncli.models import norm
 
-    def old_bwd(epsilon, native, res, cotangents):  # XLA's reductions whatever `native` says
+    def old_bwd(epsilon, native, relu, res, cotangents):  # XLA's reductions whatever `native` says
         x, mean, inv, scale, bias = res
         dy = cotangents[0].astype(jnp.float32)
         axes = tuple(range(x.ndim - 1))
         n = x.size // x.shape[-1]
         xhat = (x.astype(jnp.float32) - mean) * inv
+        if relu:  # BatchNorm(x, relu=True): the ReLU's mask, as norm._bwd applies it
+            dy = jnp.where(xhat * scale.astype(jnp.float32) + bias.astype(jnp.float32) > 0.0, dy, 0.0)
         dbias = jnp.sum(dy, axis=axes)
         dscale = jnp.sum(dy * xhat, axis=axes)
         dx = (scale.astype(jnp.float32) * inv / n) * (n * dy - dbias - xhat * dscale)

@@ -28,9 +28,9 @@ def test_json_lines_parse_and_carry_the_pinned_keys(tmp_path, capsys):
     assert [line["event"] for line in lines] == ["epoch", "epoch", "summary"]
     final = lines[-1]
     for key in ("eval_accuracy", "eval_loss", "train_loss", "epochs", "steps", "train_seconds", "compile_seconds",
-                "images_per_second", "workdir", "devices", "processes"):  # fmt: skip
+                "images_per_second", "workdir", "devices", "processes", "conv_backend"):  # fmt: skip
         assert key in final, key
-    assert final["epochs"] == 2 and final["workdir"] == str(tmp_path / "w")
+    assert final["epochs"] == 2 and final["workdir"] == str(tmp_path / "w") and final["conv_backend"] == "xla"
     assert final["images_per_second"] > 0 and final["compile_seconds"] > 0
 
 

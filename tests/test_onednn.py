@@ -216,7 +216,35 @@ def test_channel_sums_match_float64(shape):
         assert g.dtype == jnp.float32 and g.shape == (shape[-1],)
         np.testing.assert_allclose(np.asarray(g), w, rtol=2e-6, atol=1e-4)
     total, squares = jax.jit(onednn.channel_sums)(a, a)  # BatchNorm's forward: b = a
+    np.testing.assert_allclose(np.asarray(total), want[0], rtol=2e-6, atol=1e-4)
     np.testing.assert_allclose(np.asarray(squares), (a.astype(np.float64) ** 2).sum(axes), rtol=2e-6)
+
+
+_SUMS_THREADS = textwrap.dedent(
+    """
+    import numpy as np, jax
+    from cnncli.native import onednn
+    rng = np.random.default_rng(0)
+    for shape in [(300, 20), (1, 5), (129, 3)]:  # 3, 1 and 2 blocks of 128 rows: fewer than the threads
+        a = rng.normal(size=shape).astype(np.float32)
+        b = rng.normal(size=shape).astype(np.float32)
+        got = [np.asarray(v) for v in jax.jit(onednn.channel_sums)(a, b)]
+        again = [np.asarray(v) for v in jax.jit(onednn.channel_sums)(a, b)]
+        want = (a.astype(np.float64).sum(0), (a.astype(np.float64) * b).sum(0))
+        for g, h, w in zip(got, again, want):
+            np.testing.assert_allclose(g, w, rtol=2e-6, atol=1e-5)
+            assert (g == h).all()  # partial sums added in thread order: the same bits every call
+    print("ok")
+    """
+)
+
+
+@needs_onednn
+@pytest.mark.parametrize("threads", [1, 7])
+def test_channel_sums_with_more_threads_than_row_blocks(threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", _SUMS_THREADS], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 @needs_onednn
@@ -387,16 +415,21 @@ def test_train_with_onednn_matches_xla_and_eval_reproduces_it(tmp_path, capsys):
 
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     finals = {}
-    for backend in ("xla", "onednn"):
+    for backend in ("xla", "onednn", "auto"):
         code, out, err = _cli(["train", str(recipe), "--set", f"train.conv_backend={backend}", "--set", "train.epochs=1",
                                "--workdir", str(tmp_path / backend), "--json"], capsys)  # fmt: skip
         assert code == 0, err
         finals[backend] = json.loads(out.splitlines()[-1])
     a, b = finals["xla"], finals["onednn"]
+    assert (a["conv_backend"], b["conv_backend"]) == ("xla", "onednn")
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)  # same trajectory up to float rounding
     assert abs(b["eval_accuracy"] - a["eval_accuracy"]) <= 2 / 359
     resolved = json.loads((tmp_path / "onednn" / "recipe.json").read_text())
     assert resolved["train"]["conv_backend"] == "onednn"
+    # auto on one CPU device with oneDNN installed: the onednn program, the recipe as written
+    assert finals["auto"]["conv_backend"] == "onednn" and finals["auto"]["train_loss"] == b["train_loss"]
+    assert json.loads((tmp_path / "auto" / "recipe.json").read_text())["train"]["conv_backend"] == "auto"
+    assert json.loads((tmp_path / "auto" / "env.json").read_text())["conv_backend"] == "onednn"
     code, out, err = _cli(["eval", str(tmp_path / "onednn"), "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["accuracy"] == pytest.approx(b["eval_accuracy"])
@@ -423,7 +456,51 @@ def test_an_unknown_backend_names_the_choices(tmp_path, capsys):
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     code, _, err = _cli(["train", str(recipe), "--set", "train.conv_backend=mkl", "--dry-run"], capsys)
     assert code == 1
-    assert "`train.conv_backend`: unknown value 'mkl' (valid: xla, onednn)" in err
+    assert "`train.conv_backend`: unknown value 'mkl' (valid: xla, onednn, auto)" in err
+
+
+def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
+    """auto never fails: off the CPU, on several devices, or without oneDNN it is xla, with the reason."""
+    from types import SimpleNamespace
+
+    from cnncli import session
+    from cnncli.recipe import load_recipe
+
+    from conftest import TINY_RECIPE, write_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path, TINY_RECIPE), ["train.conv_backend=auto"])
+    one = SimpleNamespace(multi=False)
+    two = SimpleNamespace(multi=True, mesh=SimpleNamespace(size=2))
+    assert session.resolve_conv_backend(recipe, two) == (
+        "xla", "auto: xla, oneDNN runs on one device and this mesh has 2")  # fmt: skip
+
+    def missing():
+        raise onednn.OneDNNUnavailable("oneDNN 3.x was not found (looked in /nowhere)")
+
+    monkeypatch.setattr(onednn, "load", missing)
+    assert session.resolve_conv_backend(recipe, one) == (
+        "xla", "auto: xla; oneDNN is not usable here (oneDNN 3.x was not found (looked in /nowhere); "
+        "the onednn extra installs it)")  # fmt: skip
+    monkeypatch.setattr(session.jax, "default_backend", lambda: "gpu")
+    assert session.resolve_conv_backend(recipe, one) == ("xla", "auto: xla, XLA's own kernels on gpu")
+    xla = load_recipe(write_recipe(tmp_path, TINY_RECIPE), [])
+    assert session.resolve_conv_backend(xla, two) == ("xla", None)  # the default never looks for oneDNN
+
+
+def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
+    from conftest import TINY_RECIPE, write_recipe
+
+    def missing():
+        raise onednn.OneDNNUnavailable("oneDNN 3.x was not found")
+
+    monkeypatch.setattr(onednn, "load", missing)
+    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)  # as if stdout were a terminal
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, out, err = _cli(["train", str(recipe), "--set", "train.conv_backend=auto", "--set", "train.epochs=1",
+                           "--workdir", str(tmp_path / "run")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "auto: xla; oneDNN is not usable here (oneDNN 3.x was not found; the onednn extra installs it)" in err
+    assert "(training only)" in out  # xla: no oneDNN remark in the summary
 
 
 @needs_onednn

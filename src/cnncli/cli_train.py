@@ -96,9 +96,11 @@ def train(
     several hosts, start one process per host with --coordinator, --num-processes and
     --process-id (or let SLURM / Cloud TPU / Kubernetes environment variables say so).
 
-    **Speed on a CPU**: --set train.conv_backend=onednn runs the convolutions through
-    oneDNN (an optional extra: uv sync --extra onednn, plus g++; one CPU device), 1.5-2.2x
-    faster than XLA's own CPU convolutions on LeNet-5 and ResNet-20 (BENCHMARKS.md).
+    **Speed on a CPU**: --set train.conv_backend=onednn runs the convolutions (and
+    BatchNorm's sums) through oneDNN (an optional extra: uv sync --extra onednn, plus g++;
+    one CPU device), 1.5-2.2x faster than XLA's own CPU convolutions on LeNet-5 and
+    ResNet-20 (BENCHMARKS.md). conv_backend=auto takes oneDNN where it can run and XLA
+    elsewhere (GPU, several devices, not installed), and says which.
 
     **Resuming**: on a run directory with checkpoints, train continues from the newest
     committed one (by step number) and says so; the resumed run is bit-identical to an

@@ -168,10 +168,11 @@ class TrainConfig(_Strict):
     )
     fsync: bool = Field(False, description="Flush checkpoints to disk before commit: survive power loss (slower).")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="Compute precision.")
-    conv_backend: Literal["xla", "onednn"] = Field(
+    conv_backend: Literal["xla", "onednn", "auto"] = Field(
         "xla",
-        description="Convolution kernels of the train step: xla (built in) or onednn "
-        "(CPU, one device; needs the optional onednn extra and g++).",
+        description="Convolution kernels of the train step: xla (built in), onednn "
+        "(CPU, one device; needs the optional onednn extra and g++), or auto (onednn where it "
+        "can run, else xla).",
     )
     mesh: MeshConfig = Field(default_factory=MeshConfig, description="Device mesh, e.g. {data = 4, model = 2}.")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 from cnncli.report import print_json, stderr_console, stdout_console, warn
@@ -54,6 +55,8 @@ class RichReporter:
             f"{event.epochs} epochs x {event.steps_per_epoch} steps -> {event.workdir}",
             highlight=False,
         )
+        for message in event.notes:
+            self.err.print(f"[dim]{escape(message)}[/]", highlight=False, soft_wrap=True)
         for message in event.warnings:
             warn(message)
         if event.resumed_step is not None:
@@ -125,7 +128,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("train loss", _fmt(summary.get("train_loss"))),
         ("epochs / steps", f"{summary['epochs']} / {summary['steps']}"),
         ("train time", f"{summary['train_seconds']:.1f} s (compile {summary['compile_seconds']:.2f} s, not included)"),
-        ("images/s", f"{summary['images_per_second']:,.0f} (training only)"),
+        ("images/s", f"{summary['images_per_second']:,.0f} (training only"
+                     + ("; oneDNN convolutions)" if summary.get("conv_backend") == "onednn" else ")")),
         ("run directory", summary["workdir"]),
     ]
     if summary.get("resumed_from"):

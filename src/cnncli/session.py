@@ -72,6 +72,8 @@ class Session:
     resumed: tuple[int, int, int, float] | None = None  # (step, epoch, index, learning rate)
     warnings: list[str] = field(default_factory=list)  # for the reporter to show; the library never prints
     placement: distributed.Placement | None = None  # the device mesh, from `place_run` (build_session sets it)
+    conv_backend: str = "xla"  # the train step's, resolved (`resolve_conv_backend`: never "auto")
+    notes: list[str] = field(default_factory=list)  # informational lines for the reporter (not warnings)
     _signal: int | None = None
     _old_handlers: dict = field(default_factory=dict)
 
@@ -101,7 +103,7 @@ class Session:
             batch_size=self.recipe.data.batch_size, label_smoothing=self.recipe.train.label_smoothing,
             ema_decay=self.recipe.train.ema_decay,
             compute_dtype=jnp.bfloat16 if self.recipe.train.precision == "bf16" else jnp.float32,
-            batch_sharding=place.batch_sharding(), conv_backend=self.recipe.train.conv_backend,
+            batch_sharding=place.batch_sharding(), conv_backend=self.conv_backend,
         )  # fmt: skip
         self.step_config = cfg
         self.augment = _make_augment(self.recipe, self.data)
@@ -248,7 +250,7 @@ class Session:
             input_shape=self.data.input_shape, num_classes=self.num_classes,
             num_train=int(self.data.train.x.shape[0]),
             resumed_step=resumed[0], resumed_epoch=resumed[1], resumed_index=resumed[2], resumed_lr=resumed[3],
-            warnings=tuple(self.warnings),
+            warnings=tuple(self.warnings), notes=tuple(self.notes),
         )  # fmt: skip
 
     def resumed_from(self) -> dict[str, Any] | None:
@@ -339,7 +341,7 @@ def place_run(recipe: Recipe) -> distributed.Placement:
     placement = distributed.Placement(mesh.data, mesh.model)
     if placement.multi:
         distributed.check_batch(recipe.data.batch_size, placement.mesh)
-        if recipe.train.conv_backend != "xla":
+        if recipe.train.conv_backend == "onednn":
             raise RecipeError(
                 f"train.conv_backend = {recipe.train.conv_backend!r} runs on one device, but this run's mesh has "
                 f"{placement.mesh.size} ({placement.describe()})",
@@ -348,25 +350,39 @@ def place_run(recipe: Recipe) -> distributed.Placement:
     return placement
 
 
-def check_conv_backend(recipe: Recipe) -> None:
-    """Fail before anything is written if the recipe's conv backend cannot run here.
+def resolve_conv_backend(recipe: Recipe, placement: distributed.Placement) -> tuple[str, str | None]:
+    """The conv backend this run uses, and why, where ``auto`` chose (else None).
+
+    Fails before anything is written if the recipe asks for one that cannot run here.
 
     Raises:
         RecipeError: ``onednn`` on a non-CPU backend.
-        OneDNNUnavailable: oneDNN, its headers or g++ is missing (builds the
-            extension on first use; a few seconds).
+        OneDNNUnavailable: ``onednn`` asked for, and oneDNN, its headers or g++ is
+            missing (builds the extension on first use; a few seconds).
     """
-    if recipe.train.conv_backend == "xla":
-        return
+    asked = recipe.train.conv_backend
+    if asked == "xla":
+        return "xla", None
     platform = jax.default_backend()
-    if platform != "cpu":
+    if asked == "onednn" and platform != "cpu":
         raise RecipeError(
-            f"train.conv_backend = {recipe.train.conv_backend!r} is for the CPU, but JAX runs on {platform}",
-            hint='drop train.conv_backend (default "xla"): XLA\'s own kernels are the fast ones there',
+            f"train.conv_backend = 'onednn' is for the CPU, but JAX runs on {platform}",
+            hint='drop train.conv_backend (default "xla") or use "auto": XLA\'s own kernels are the fast ones there',
         )
     from cnncli.native import onednn
 
-    onednn.load()
+    if asked == "onednn":
+        onednn.load()
+        return "onednn", None
+    if platform != "cpu":  # auto
+        return "xla", f"auto: xla, XLA's own kernels on {platform}"
+    if placement.multi:
+        return "xla", f"auto: xla, oneDNN runs on one device and this mesh has {placement.mesh.size}"
+    try:
+        onednn.load()
+    except onednn.OneDNNUnavailable as err:
+        return "xla", f"auto: xla; oneDNN is not usable here ({err.message}; the onednn extra installs it)"
+    return "onednn", "auto: onednn"
 
 
 def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = None, recipe_suffix: str = ".toml",
@@ -387,7 +403,7 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
             hint="check --workdir, or drop --resume-from to start a fresh run",
         )
     placement = place_run(recipe)  # the clearer error first: several devices, whatever the backend
-    check_conv_backend(recipe)
+    conv_backend, conv_note = resolve_conv_backend(recipe, placement)
     with warnings.catch_warnings(record=True) as caught:  # skipped image files and kin
         warnings.simplefilter("always", UserWarning)
         data = load_dataset(recipe.data)
@@ -400,7 +416,10 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
     env = rundir.environment([str(d) for d in jax.devices()], recipe.train.seed)
     checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, fsync=recipe.train.fsync)
     sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change, resume_from,
-                   placement=placement)  # fmt: skip
+                   placement=placement, conv_backend=conv_backend)  # fmt: skip
+    env["conv_backend"] = conv_backend
+    if conv_note:
+        sess.notes.append(conv_note)
     sess.warnings.extend(str(w.message) for w in caught if issubclass(w.category, UserWarning))
     try:
         sess.setup_model()

@@ -45,6 +45,7 @@ class RunStarted:
     resumed_index: int | None = None  # the next batch of that epoch (0: the epoch starts afresh)
     resumed_lr: float | None = None  # the learning rate of the next update
     warnings: tuple[str, ...] = ()  # leftovers of interrupted saves, low disk space, ...
+    notes: tuple[str, ...] = ()  # choices made for the user (conv_backend = "auto"), shown on a terminal
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,7 @@ def _summary(sess: Session, state, progress: _Progress, clock: Clock, stopped_ea
         "images_per_second": clock.images_per_second,
         "stopped_early": stopped_early,
         "num_params": sess.num_params,
+        "conv_backend": sess.conv_backend,
         "devices": len(sess.devices),
         "processes": jax.process_count(),
         "mesh": sess.placement.describe()["axes"],

@@ -114,14 +114,21 @@ _batch_norm_train.defvjp(_forward, _bwd)
 def _native_sums(x: jax.Array) -> bool:
     """Whether this trace's BatchNorm sums go to the native kernel: under the oneDNN
     conv backend (`cnncli.models.ops.conv_backend`; its extension holds the kernel),
-    for a float32 or bfloat16 input."""
+    on the CPU, for a float32 or bfloat16 input."""
     from cnncli.models import ops
 
-    return ops.current_conv_backend() == "onednn" and x.dtype in (jnp.float32, jnp.bfloat16)
+    return (
+        ops.current_conv_backend() == "onednn"
+        and x.dtype in (jnp.float32, jnp.bfloat16)
+        and jax.default_backend() == "cpu"
+    )
 
 
 class BatchNorm(nnx.Module):
     """BatchNorm over the last axis; drop-in for ``nnx.BatchNorm(num_features, ...)``.
+
+    One difference when called: the second argument is ``relu`` (`__call__`), not
+    flax's ``use_running_average``; pass flax's flag by keyword or with `nnx.view`.
 
     Args:
         num_features: channels (the last axis).

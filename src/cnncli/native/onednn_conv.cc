@@ -342,8 +342,16 @@ constexpr int64_t kBlockRows = 128;
 // time (a block's rows stay in cache while the next 16 channels read them). With
 // kRelu, a counts only where b * mult + shift > 0 (per channel): the ReLU mask of a
 // BatchNorm+ReLU output, recomputed from its input b instead of read from memory.
+// GCC compiles the loop for AVX-512, AVX2 and plain x86-64 and picks at load time;
+// clang has no target_clones on templates, so it gets the build's default ISA.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CNNCLI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CNNCLI_CLONES
+#endif
+
 template <bool kRelu, typename A, typename B>
-__attribute__((target_clones("avx512f", "avx2", "default")))
+CNNCLI_CLONES
 void SumRows(const A* __restrict a, const B* __restrict b, const float* __restrict mult,
              const float* __restrict shift, int64_t r0, int64_t r1, int64_t c, double* __restrict t1,
              double* __restrict t2) {
@@ -377,19 +385,24 @@ void SumRows(const A* __restrict a, const B* __restrict b, const float* __restri
 template <bool kRelu, typename A, typename B>
 void ChannelSums(const A* a, const B* b, const float* mult, const float* shift, int64_t m, int64_t c,
                  float* out1, float* out2) {
-  std::vector<double> total(2 * c, 0.0);
-  std::mutex merge;
+  // One row of partial sums per thread, added in thread order afterwards: the same
+  // result every call for a given thread count.
+  std::vector<std::vector<double>> partial;
 #pragma omp parallel
   {
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+#pragma omp single
+    partial.resize(nt);  // the team's size (implicit barrier after)
     const int64_t blocks = (m + kBlockRows - 1) / kBlockRows;  // whole blocks per thread
     const int64_t r0 = std::min(m, blocks * t / nt * kBlockRows);
     const int64_t r1 = std::min(m, blocks * (t + 1) / nt * kBlockRows);
     std::vector<double> tt(2 * c, 0.0);
     if (r1 > r0) SumRows<kRelu>(a, b, mult, shift, r0, r1, c, tt.data(), tt.data() + c);
-    std::lock_guard<std::mutex> lock(merge);
-    for (int64_t j = 0; j < 2 * c; ++j) total[j] += tt[j];
+    partial[t] = std::move(tt);
   }
+  std::vector<double> total(2 * c, 0.0);
+  for (const auto& tt : partial)
+    for (size_t j = 0; j < tt.size(); ++j) total[j] += tt[j];
   for (int64_t j = 0; j < c; ++j) {
     out1[j] = static_cast<float>(total[j]);
     out2[j] = static_cast<float>(total[c + j]);
