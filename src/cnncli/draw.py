@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from cnncli.arith import conv_output
 from cnncli.errors import UsageError
 
 SEED_IMAGE = [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]]
@@ -106,10 +107,6 @@ def _get(values: list, idx: tuple[int, ...]):
     return values
 
 
-def _out_size(n: int, k: int, s: int, pads: tuple[int, int], d: int) -> int:
-    return (n + pads[0] + pads[1] - d * (k - 1) - 1) // s + 1
-
-
 def _taps(out: tuple[int, ...], kshape: tuple[int, ...], shape: tuple[int, ...], setup: Setup):
     """(tap index, source index or None) for every kernel tap at one output position."""
     for tap in itertools.product(*(range(k) for k in kshape)):
@@ -126,7 +123,7 @@ def correlate(values: list, kernel: list, setup: Setup) -> list:
         The output as nested lists, same rank as ``values``.
     """
     shape, kshape = shape_of(values), shape_of(kernel)
-    oshape = tuple(_out_size(n, k, s, p, d) for n, k, s, p, d in zip(shape, kshape, setup.stride, setup.pads, setup.dilation))
+    oshape = tuple(conv_output(n, k, s, p, d) for n, k, s, p, d in zip(shape, kshape, setup.stride, setup.pads, setup.dilation))
     flat = {}
     for out in itertools.product(*(range(o) for o in oshape)):
         terms = [(_get(values, src), _get(kernel, tap)) for tap, src in _taps(out, kshape, shape, setup) if src]
@@ -161,7 +158,7 @@ def conv_matrix(n: int, k: int, setup: Setup, rows: int | None = None) -> list[l
         rows: number of outputs (default: the conv's output size).
     """
     (lo, hi), s, d = setup.pads[0], setup.stride[0], setup.dilation[0]
-    rows = _out_size(n, k, s, (lo, hi), d) if rows is None else rows
+    rows = conv_output(n, k, s, (lo, hi), d) if rows is None else rows
     matrix = [[[] for _ in range(n)] for _ in range(rows)]
     for r in range(rows):
         for m in range(k):
