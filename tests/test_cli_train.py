@@ -150,3 +150,15 @@ def test_profile_traces_steps_and_prints_the_top_ops(tmp_path, capsys):
     assert "3 steps traced into" in out and "ms/step" in out
     assert list((tmp_path / "p" / "profile").rglob("*.xplane.pb"))  # the trace TensorBoard/XProf read
     assert not (tmp_path / "p" / "metrics.jsonl").exists()  # nothing was trained for real
+
+
+def test_ctrl_c_outside_training_exits_130_without_a_traceback(monkeypatch, capsys):
+    from cnncli import jaxsetup
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jaxsetup, "tune_host_malloc", interrupted)  # the first thing a jax command runs
+    code, _, err = cli(["data", "info", "digits"], capsys)
+    assert code == 130
+    assert "Traceback" not in err

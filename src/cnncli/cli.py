@@ -84,11 +84,8 @@ def main(argv: list[str] | None = None) -> None:
 
         print_error(err)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        if _state["debug"]:
-            raise
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+    # Ctrl-C needs no branch here: typer turns KeyboardInterrupt into exit 130 itself
+    # (`cnncli train` handles its own Ctrl-C: checkpoint first, see cli_train).
 
 
 if __name__ == "__main__":  # pragma: no cover
