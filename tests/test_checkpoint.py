@@ -67,18 +67,23 @@ def test_unknown_step_lists_committed_steps(tmp_path):
     store.close()
 
 
+def _flip_a_byte(step_dir):
+    """Flip one byte in the middle of the checkpoint's largest array data file; return the file."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    target = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return target
+
+
 def test_flipped_byte_is_detected(tmp_path):
     store = Checkpoints(tmp_path / "ck", keep=2, async_save=False)
     big = state()
     big["params"]["conv1"]["kernel"] = jnp.arange(4096.0).reshape(8, 8, 8, 8)
     store.save(1, big, {})
     store.close()
-    # flip one byte in the middle of the largest array data file
-    files = [p for p in (tmp_path / "ck" / "1" / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
-    target = max(files, key=lambda p: p.stat().st_size)
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
+    target = _flip_a_byte(tmp_path / "ck" / "1")
     store = Checkpoints(tmp_path / "ck", keep=2, async_save=False)
     with pytest.raises(CheckpointError) as info:
         store.restore(1, big)
@@ -355,3 +360,21 @@ def test_setting_aside_twice_within_one_second_keeps_both(tmp_path):
         target = fs.set_aside(tmp_path, [44], "20261127-000000")
         assert (target / "44" / "x").read_text() == str(n)
     assert sorted(p.name for p in (tmp_path / fs.SUPERSEDED).iterdir()) == ["20261127-000000", "20261127-000000-2"]
+
+
+def test_a_corrupt_checkpoint_points_to_the_newest_earlier_one_for_train_and_eval(tmp_path):
+    store = Checkpoints(tmp_path / "ck", keep=3, async_save=False)
+    big = state()
+    big["params"]["conv1"]["kernel"] = jnp.arange(4096.0).reshape(8, 8, 8, 8)  # data files to damage
+    for step in (1, 2, 3):
+        store.save(step, big, {})
+    store.close()
+    _flip_a_byte(tmp_path / "ck" / "3")
+    store = Checkpoints(tmp_path / "ck", keep=3, async_save=False)
+    with pytest.raises(CheckpointError) as info:
+        store.restore(3, big)
+    assert info.value.hint == (
+        "the newest earlier checkpoint is step 2: `cnncli train --resume-from 2` continues from it, "
+        "`cnncli eval --checkpoint 2` evaluates it"
+    )
+    store.close()

@@ -162,3 +162,14 @@ def test_ctrl_c_outside_training_exits_130_without_a_traceback(monkeypatch, caps
     code, _, err = cli(["data", "info", "digits"], capsys)
     assert code == 130
     assert "Traceback" not in err
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left(tmp_path, capsys, monkeypatch, straight_run):
+    import shutil
+
+    recipe = write_recipe(tmp_path, RESUME_RECIPE)
+    shutil.copytree(straight_run, tmp_path / "w")
+    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)
+    code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w")], capsys)
+    assert code == 0, err
+    assert "the run already finished its 44 steps: nothing left to train" in " ".join(err.split())

@@ -133,7 +133,7 @@ def test_a_batch_that_does_not_split_names_the_nearest_sizes(tmp_path):
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     cmd = [sys.executable, "-m", "cnncli.cli", "train", str(recipe), "--workdir", str(tmp_path / "w"), "--set", "data.batch_size=62"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env_with(4))
-    assert proc.returncode == 2
+    assert proc.returncode == 1  # a recipe value that does not fit this machine
     assert "error: data.batch_size = 62 does not split over 4 devices" in proc.stderr
     assert "use a multiple of 4: 60, 64" in proc.stderr
     assert not (tmp_path / "w").exists()  # refused before the run directory is written
@@ -172,3 +172,15 @@ def test_two_processes_over_loopback_agree_with_one(tmp_path):
     assert summary["processes"] == 2 and summary["devices"] == 2 and summary["steps"] == 8
     assert summary["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
     assert_close(params_of(tmp_path / "one"), params_of(workdir))
+
+
+def test_a_mesh_larger_than_the_machine_is_a_recipe_error(tmp_path, capsys):
+    from cnncli.cli import main
+
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--set", "train.mesh={data = 3}", "--json"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert "train.mesh = {data = 3, model = 1} needs 3 devices; JAX sees 1" in err
+    assert not (tmp_path / "w").exists()

@@ -471,18 +471,22 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
     recipe = load_recipe(write_recipe(tmp_path, TINY_RECIPE), ["train.conv_backend=auto"])
     one = SimpleNamespace(multi=False)
     two = SimpleNamespace(multi=True, mesh=SimpleNamespace(size=2))
+    if SKIP is None:  # oneDNN here: auto takes it, and says which
+        assert session.resolve_conv_backend(recipe, one) == (
+            "onednn", f"conv_backend auto: onednn (one CPU device, oneDNN {onednn.load()})")  # fmt: skip
     assert session.resolve_conv_backend(recipe, two) == (
-        "xla", "auto: xla, oneDNN runs on one device and this mesh has 2")  # fmt: skip
+        "xla", "conv_backend auto: xla (oneDNN runs on one device; this mesh has 2)")  # fmt: skip
 
     def missing():
         raise onednn.OneDNNUnavailable("oneDNN 3.x was not found (looked in /nowhere)")
 
     monkeypatch.setattr(onednn, "load", missing)
     assert session.resolve_conv_backend(recipe, one) == (
-        "xla", "auto: xla; oneDNN is not usable here (oneDNN 3.x was not found (looked in /nowhere); "
+        "xla", "conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found (looked in /nowhere); "
         "the onednn extra installs it)")  # fmt: skip
     monkeypatch.setattr(session.jax, "default_backend", lambda: "gpu")
-    assert session.resolve_conv_backend(recipe, one) == ("xla", "auto: xla, XLA's own kernels on gpu")
+    assert session.resolve_conv_backend(recipe, one) == (
+        "xla", "conv_backend auto: xla (JAX runs on gpu, where XLA's own kernels are the fast ones)")  # fmt: skip
     xla = load_recipe(write_recipe(tmp_path, TINY_RECIPE), [])
     assert session.resolve_conv_backend(xla, two) == ("xla", None)  # the default never looks for oneDNN
 
@@ -499,7 +503,7 @@ def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
     code, out, err = _cli(["train", str(recipe), "--set", "train.conv_backend=auto", "--set", "train.epochs=1",
                            "--workdir", str(tmp_path / "run")], capsys)  # fmt: skip
     assert code == 0, err
-    assert "auto: xla; oneDNN is not usable here (oneDNN 3.x was not found; the onednn extra installs it)" in err
+    assert "conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found; the onednn extra installs it)" in err
     assert "(training only)" in out  # xla: no oneDNN remark in the summary
 
 

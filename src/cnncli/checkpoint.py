@@ -367,7 +367,12 @@ class Checkpoints:
         files = fs.verify_files(self.directory / str(step)) if files is None else files
         where = f"; damaged: {'; '.join(files[:3])}" if files else ""
         others = [s for s in self.steps() if s < step]
-        hint = f"resume from an earlier step with --resume-from {others[-1]}" if others else "no earlier checkpoint"
+        hint = (
+            f"the newest earlier checkpoint is step {others[-1]}: `cnncli train --resume-from {others[-1]}` "
+            f"continues from it, `cnncli eval --checkpoint {others[-1]}` evaluates it"
+            if others
+            else "no earlier checkpoint"
+        )
         return CheckpointError(f"checkpoint {self.directory / str(step)} is corrupt: {what}{where}", hint=hint)
 
     def set_aside(self, steps: list[int]) -> Path:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cnncli.errors import UsageError
+from cnncli.errors import RecipeError, UsageError
 
 # Environment variables that mean "this process is one of several" to jax.distributed.
 _CLUSTER_ENV = ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
@@ -75,7 +75,7 @@ def make_mesh(data: int | None = None, model: int = 1):
     devices = jax.devices()
     data = data or len(devices) // model
     if data * model != len(devices):
-        raise UsageError(
+        raise RecipeError(
             f"train.mesh = {{data = {data}, model = {model}}} needs {data * model} devices; JAX sees {len(devices)}",
             hint=f"use data x model = {len(devices)}",
         )
@@ -89,7 +89,7 @@ def check_batch(batch_size: int, mesh) -> None:
         below = batch_size - batch_size % n
         above = below + n
         options = ", ".join(str(b) for b in (below, above) if b > 0)
-        raise UsageError(
+        raise RecipeError(
             f"data.batch_size = {batch_size} does not split over {n} devices",
             hint=f"use a multiple of {n}: {options} (e.g. --set data.batch_size={above})",
         )

@@ -62,6 +62,9 @@ class RichReporter:
         if event.resumed_step is not None:
             where = resume_position(event.resumed_step, event.resumed_epoch, event.resumed_index, event.resumed_lr)
             self.err.print(f"[yellow]resuming[/] from {where}", highlight=False)
+            if event.resumed_step >= event.total_steps:
+                self.err.print(f"the run already finished its {event.total_steps} steps: nothing left to train "
+                               "(raise train.epochs or train.steps to go on)", highlight=False)  # fmt: skip
         self.progress = Progress(
             TextColumn("[bold blue]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
@@ -75,7 +78,7 @@ class RichReporter:
         self.progress.start()
         done = event.resumed_step or 0
         self.task = self.progress.add_task(
-            "train", total=event.total_steps, completed=done, epoch=(event.resumed_epoch or 0) + 1,
+            "train", total=event.total_steps, completed=done, epoch=min((event.resumed_epoch or 0) + 1, event.epochs),
             epochs=event.epochs, loss="-", acc="-", speed="-",
         )  # fmt: skip
 

@@ -334,8 +334,9 @@ def place_run(recipe: Recipe) -> distributed.Placement:
     """The run's device mesh, checked against the recipe (before anything is written).
 
     Raises:
-        UsageError: the batch does not split over the data axis (names the nearest sizes).
-        RecipeError: ``conv_backend = "onednn"`` on a mesh of several devices.
+        RecipeError: the mesh needs more or fewer devices than JAX sees, the batch does not
+            split over the data axis (names the nearest sizes), or ``conv_backend =
+            "onednn"`` on a mesh of several devices.
     """
     mesh = recipe.train.mesh
     placement = distributed.Placement(mesh.data, mesh.model)
@@ -374,15 +375,16 @@ def resolve_conv_backend(recipe: Recipe, placement: distributed.Placement) -> tu
     if asked == "onednn":
         onednn.load()
         return "onednn", None
-    if platform != "cpu":  # auto
-        return "xla", f"auto: xla, XLA's own kernels on {platform}"
+    # auto: the choice and its reason, one form for every case
+    if platform != "cpu":
+        return "xla", f"conv_backend auto: xla (JAX runs on {platform}, where XLA's own kernels are the fast ones)"
     if placement.multi:
-        return "xla", f"auto: xla, oneDNN runs on one device and this mesh has {placement.mesh.size}"
+        return "xla", f"conv_backend auto: xla (oneDNN runs on one device; this mesh has {placement.mesh.size})"
     try:
-        onednn.load()
+        version = onednn.load()
     except onednn.OneDNNUnavailable as err:
-        return "xla", f"auto: xla; oneDNN is not usable here ({err.message}; the onednn extra installs it)"
-    return "onednn", "auto: onednn"
+        return "xla", f"conv_backend auto: xla (oneDNN is not usable here: {err.message}; the onednn extra installs it)"
+    return "onednn", f"conv_backend auto: onednn (one CPU device, oneDNN {version})"
 
 
 def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = None, recipe_suffix: str = ".toml",
