@@ -55,6 +55,7 @@ def test_save_restore_and_retention(tmp_path):
     assert float(restored["params"]["conv1"]["kernel"][0, 0, 0, 0]) == 30.0
     assert meta["epoch"] == 3 and meta["step"] == 30
     store.close()
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["20", "30", "40"]  # no empty .deleting/ left
 
 
 def test_unknown_step_lists_committed_steps(tmp_path):
@@ -185,7 +186,7 @@ def test_keep_removes_old_steps_only_after_the_new_one_commits(tmp_path, monkeyp
         assert step == 1 or store.steps()  # never zero committed checkpoints, even mid-save
     store.close()
     assert seen == [(1, [1, 2]), (2, [2, 3])]  # each deletion saw its successor committed
-    assert store.steps() == [3] and not any((tmp_path / "ck" / fs.TRASH).iterdir())
+    assert store.steps() == [3] and not (tmp_path / "ck" / fs.TRASH).exists()  # emptied, then removed on close
 
 
 def test_a_prune_killed_midway_leaves_nothing_that_looks_committed(tmp_path, monkeypatch):

@@ -396,6 +396,7 @@ class Checkpoints:
         finally:
             self._manager.close()
             self._deleter.shutdown(wait=True)
+            fs.drop_empty_trash(self.directory)
 
     def abandon(self) -> None:
         """Forget a save in flight without waiting (an aborting process; it stays uncommitted)."""

@@ -275,6 +275,14 @@ def purge_trash(directory: Path) -> None:
     shutil.rmtree(directory / TRASH, ignore_errors=True)
 
 
+def drop_empty_trash(directory: Path) -> None:
+    """Remove ``.deleting/`` once every deletion in it has finished (left alone if not empty)."""
+    try:
+        (directory / TRASH).rmdir()
+    except OSError:  # absent, or a deletion left something behind: purge_trash finishes it next time
+        pass
+
+
 def set_aside(directory: Path, steps: list[int], stamp: str) -> Path:
     """Move committed ``steps`` to ``superseded/<stamp>/`` (kept, no longer listed)."""
     target, n = directory / SUPERSEDED / stamp, 1
