@@ -173,3 +173,26 @@ def test_resuming_a_finished_run_says_there_is_nothing_left(tmp_path, capsys, mo
     code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w")], capsys)
     assert code == 0, err
     assert "the run already finished its 44 steps: nothing left to train" in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    ("flags", "message", "hint"),
+    [
+        (["--epochs", "3"], "--epochs is not an option of cnncli train", "--set train.epochs=3"),
+        (["--lr=0.1"], "--lr is not an option of cnncli train", "--set optimizer.learning_rate=0.1"),
+        (["--batch-size", "64", "--json"], "--batch-size is not an option", "--set data.batch_size=64"),
+        (["--seed"], "--seed is not an option", "--set train.seed=VALUE"),
+    ],
+)
+def test_a_recipe_key_typed_as_a_flag_gets_the_set_that_does_it(tmp_path, capsys, flags, message, hint):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, out, err = cli(["train", str(recipe), *flags], capsys)
+    assert code == 2 and out == ""
+    assert message in err and f"hint: {hint}" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unknown_flag_that_is_no_recipe_key_keeps_clicks_message(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, _, err = cli(["train", str(recipe), "--bogus"], capsys)
+    assert code == 2 and "No such option: --bogus" in err

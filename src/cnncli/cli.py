@@ -73,9 +73,56 @@ app.command("inspect-filters", no_args_is_help=True)(inspect_filters)
 app.add_typer(data_app, name="data")
 
 
+_FLAG_ALIASES = {"lr": "learning_rate"}
+
+
+def recipe_flag_error(argv: list[str]) -> CnnCliError | None:
+    """``cnncli train R --epochs 3``: a recipe key typed as a flag gets the ``--set`` that does it.
+
+    Only for flags that ``train`` does not have and that name a recipe field (click
+    would otherwise suggest an unrelated option). None when there is nothing to say.
+    """
+    if not argv or argv[0] != "train":
+        return None
+    import typer.main
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    for i, token in enumerate(argv[1:], start=1):
+        flag, eq, value = token.partition("=")
+        if not flag.startswith("--") or flag == "--" or flag in known:
+            continue
+        name = flag[2:].replace("-", "_")
+        paths = _recipe_paths(_FLAG_ALIASES.get(name, name))
+        if not paths:
+            continue
+        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            value = argv[i + 1]
+        from cnncli.errors import UsageError
+
+        return UsageError(
+            f"{flag} is not an option of cnncli train: recipe values change with --set",
+            hint=" or ".join(f"--set {path}={value or 'VALUE'}" for path in paths),
+        )
+    return None
+
+
+def _recipe_paths(name: str) -> list[str]:
+    from cnncli.recipe import Recipe
+
+    paths = []
+    for section, field in Recipe.model_fields.items():
+        fields = getattr(field.annotation, "model_fields", {})
+        if name in fields:
+            paths.append(f"{section}.{name}")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning user errors into messages and exit codes."""
     try:
+        if err := recipe_flag_error(sys.argv[1:] if argv is None else argv):
+            raise err
         app(args=argv, standalone_mode=True)
     except CnnCliError as err:
         if _state["debug"]:
