@@ -149,6 +149,8 @@ def info(
     data, names, value_range = _loading(load_split, cfg.source, split, cfg)
     mean, std = channel_stats(data.x)
     counts = [int((data.y == c).sum()) for c in range(len(names))]
+    if split in sizes:  # the split read here: what it holds, unreadable files skipped (sizes counts files)
+        sizes[split] = int(len(data.y))
     grid = None
     if per_class and len(data.y) and data.x.ndim == 4:
         images, labels = _class_rows(data, names, value_range, per_class)
