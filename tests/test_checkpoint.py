@@ -374,8 +374,9 @@ def test_a_corrupt_checkpoint_points_to_the_newest_earlier_one_for_train_and_eva
     store = Checkpoints(tmp_path / "ck", keep=3, async_save=False)
     with pytest.raises(CheckpointError) as info:
         store.restore(3, big)
+    run = (tmp_path / "ck").resolve().parent
     assert info.value.hint == (
-        "the newest earlier checkpoint is step 2: `cnncli train --resume-from 2` continues from it, "
-        "`cnncli eval --checkpoint 2` evaluates it"
+        f"the newest earlier checkpoint is step 2: `cnncli train RECIPE --workdir {run} --resume-from 2` "
+        f"continues from it, `cnncli eval {run} --checkpoint 2` evaluates it"
     )
     store.close()

@@ -182,6 +182,7 @@ def test_resuming_a_finished_run_says_there_is_nothing_left(tmp_path, capsys, mo
         (["--lr=0.1"], "--lr is not an option of cnncli train", "--set optimizer.learning_rate=0.1"),
         (["--batch-size", "64", "--json"], "--batch-size is not an option", "--set data.batch_size=64"),
         (["--seed"], "--seed is not an option", "--set train.seed=VALUE"),
+        (["--seed", "-1"], "--seed is not an option", "--set train.seed=-1"),
     ],
 )
 def test_a_recipe_key_typed_as_a_flag_gets_the_set_that_does_it(tmp_path, capsys, flags, message, hint):
@@ -196,3 +197,15 @@ def test_an_unknown_flag_that_is_no_recipe_key_keeps_clicks_message(tmp_path, ca
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     code, _, err = cli(["train", str(recipe), "--bogus"], capsys)
     assert code == 2 and "No such option: --bogus" in err
+
+
+def test_the_flag_hint_also_follows_debug_and_leaves_option_values_alone(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    code, _, err = cli(["--debug", "train", str(recipe), "--epochs", "3"], capsys)
+    assert code == 2 and "hint: --set train.epochs=3" in err
+    from cnncli.cli import recipe_flag_error
+
+    assert recipe_flag_error(["train", str(recipe), "--workdir", "--lr"]) is None  # a (strange) path, click's to judge
+    assert recipe_flag_error(["train", str(recipe), "--", "--epochs"]) is None
+    assert recipe_flag_error(["train", str(recipe), "--epochs=3", "--help"]) is None  # help wins
+    assert recipe_flag_error(["eval", "runs/x", "--epochs", "3"]) is None  # train only

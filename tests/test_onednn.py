@@ -233,7 +233,7 @@ _SUMS_THREADS = textwrap.dedent(
         want = (a.astype(np.float64).sum(0), (a.astype(np.float64) * b).sum(0))
         for g, h, w in zip(got, again, want):
             np.testing.assert_allclose(g, w, rtol=2e-6, atol=1e-5)
-            assert (g == h).all()  # partial sums added in thread order: the same bits every call
+            assert (g == h).all()  # the same bits every call
     print("ok")
     """
 )
@@ -483,7 +483,17 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(onednn, "load", missing)
     assert session.resolve_conv_backend(recipe, one) == (
         "xla", "conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found (looked in /nowhere); "
-        "the onednn extra installs it)")  # fmt: skip
+        "to use it: install the onednn extra: uv sync --extra onednn)")  # fmt: skip
+
+    def no_compiler():  # the extra is there, g++ is not: the error's own hint, its first line only
+        raise onednn.OneDNNUnavailable("building the oneDNN extension failed (g++ ... exit 1):\nerror: x.cc:1",
+                                       hint="have g++ on the PATH")  # fmt: skip
+
+    monkeypatch.setattr(onednn, "load", no_compiler)
+    assert session.resolve_conv_backend(recipe, one) == (
+        "xla", "conv_backend auto: xla (oneDNN is not usable here: building the oneDNN extension failed "
+        "(g++ ... exit 1):; to use it: have g++ on the PATH)")  # fmt: skip
+    monkeypatch.setattr(onednn, "load", missing)
     monkeypatch.setattr(session.jax, "default_backend", lambda: "gpu")
     assert session.resolve_conv_backend(recipe, one) == (
         "xla", "conv_backend auto: xla (JAX runs on gpu, where XLA's own kernels are the fast ones)")  # fmt: skip
@@ -492,6 +502,8 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
 
 
 def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
+    import json
+
     from conftest import TINY_RECIPE, write_recipe
 
     def missing():
@@ -503,7 +515,10 @@ def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
     code, out, err = _cli(["train", str(recipe), "--set", "train.conv_backend=auto", "--set", "train.epochs=1",
                            "--workdir", str(tmp_path / "run")], capsys)  # fmt: skip
     assert code == 0, err
-    assert "conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found; the onednn extra installs it)" in err
+    assert ("conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found; to use it: install the "
+            "onednn extra: uv sync --extra onednn)") in " ".join(err.split())  # fmt: skip
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["conv_backend_note"].startswith(
+        "conv_backend auto: xla (oneDNN is not usable here")
     assert "(training only)" in out  # xla: no oneDNN remark in the summary
 
 

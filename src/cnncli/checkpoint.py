@@ -161,7 +161,8 @@ class Checkpoints:
             show (the library never prints).
     """
 
-    def __init__(self, directory: str | Path, *, keep: int = 2, async_save: bool = True, fsync: bool = False):
+    def __init__(self, directory: str | Path, *, keep: int = 2, async_save: bool = True, fsync: bool = False,
+                 writer: bool = True):  # fmt: skip
         import orbax.checkpoint as ocp
 
         fs.quiet_orbax()
@@ -174,7 +175,10 @@ class Checkpoints:
             raise CheckpointError(f"cannot create the checkpoint directory {self.directory}: {fs.reason(err)}") from None
         self.keep = max(1, keep)
         self.fsync = fsync
-        fs.purge_trash(self.directory)
+        self.writer = writer  # False: a reader (eval, inspect, another process) never touches .deleting/
+        if writer:
+            fs.purge_trash(self.directory)
+        self._discarded = False  # whether this instance moved a step into .deleting/
         self.warnings: list[str] = fs.leftovers(self.directory)
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=async_save,
@@ -280,6 +284,7 @@ class Checkpoints:
         for old in steps:
             if old not in keep:  # renamed away now; deleted off the step loop (40 ms each on this disk)
                 self._deleter.submit(shutil.rmtree, fs.discard(self.directory, old), ignore_errors=True)
+                self._discarded = True
 
     def _fail(self, err: BaseException, what: str | None = None) -> CheckpointError:
         what = what or f"saving checkpoint step {self._pending}"
@@ -367,9 +372,11 @@ class Checkpoints:
         files = fs.verify_files(self.directory / str(step)) if files is None else files
         where = f"; damaged: {'; '.join(files[:3])}" if files else ""
         others = [s for s in self.steps() if s < step]
+        run = self.directory.parent
         hint = (
-            f"the newest earlier checkpoint is step {others[-1]}: `cnncli train --resume-from {others[-1]}` "
-            f"continues from it, `cnncli eval --checkpoint {others[-1]}` evaluates it"
+            f"the newest earlier checkpoint is step {others[-1]}: `cnncli train RECIPE --workdir {run} "
+            f"--resume-from {others[-1]}` continues from it, `cnncli eval {run} --checkpoint {others[-1]}` "
+            "evaluates it"
             if others
             else "no earlier checkpoint"
         )
@@ -396,7 +403,8 @@ class Checkpoints:
         finally:
             self._manager.close()
             self._deleter.shutdown(wait=True)
-            fs.drop_empty_trash(self.directory)
+            if self._discarded:  # only the pruning writer, once its deletions are done
+                fs.drop_empty_trash(self.directory)
 
     def abandon(self) -> None:
         """Forget a save in flight without waiting (an aborting process; it stays uncommitted)."""

@@ -261,11 +261,17 @@ def discard(directory: Path, step: int) -> Path:
         Its path in ``.deleting/``.
     """
     trash = directory / TRASH
-    trash.mkdir(exist_ok=True)
     target = trash / str(step)
     if target.exists():
         shutil.rmtree(target)
-    os.rename(directory / str(step), target)
+    for attempt in (1, 2):  # another process may drop an empty .deleting/ between mkdir and rename
+        trash.mkdir(exist_ok=True)
+        try:
+            os.rename(directory / str(step), target)
+            break
+        except FileNotFoundError:
+            if attempt == 2 or not (directory / str(step)).exists():
+                raise
     fault("during_prune", step, target)
     return target
 

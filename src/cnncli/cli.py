@@ -82,21 +82,32 @@ def recipe_flag_error(argv: list[str]) -> CnnCliError | None:
     Only for flags that ``train`` does not have and that name a recipe field (click
     would otherwise suggest an unrelated option). None when there is nothing to say.
     """
-    if not argv or argv[0] != "train":
+    while argv and argv[0] == "--debug":  # the app's own options before the command
+        argv = argv[1:]
+    if not argv or argv[0] != "train" or any(a in ("-h", "--help") for a in argv):
         return None
     import typer.main
 
     command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
     known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    takes_value = {o for p in command.params if not getattr(p, "is_flag", False) for o in p.opts}
+    skip = False
     for i, token in enumerate(argv[1:], start=1):
+        if skip:  # the value of the option before it (`--workdir --lr` is a path)
+            skip = False
+            continue
+        if token == "--":
+            break
         flag, eq, value = token.partition("=")
-        if not flag.startswith("--") or flag == "--" or flag in known:
+        if flag in takes_value and not eq:
+            skip = True
+        if not flag.startswith("--") or flag in known:
             continue
         name = flag[2:].replace("-", "_")
         paths = _recipe_paths(_FLAG_ALIASES.get(name, name))
         if not paths:
             continue
-        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        if not eq and i + 1 < len(argv) and (not argv[i + 1].startswith("-") or _is_number(argv[i + 1])):
             value = argv[i + 1]
         from cnncli.errors import UsageError
 
@@ -105,6 +116,14 @@ def recipe_flag_error(argv: list[str]) -> CnnCliError | None:
             hint=" or ".join(f"--set {path}={value or 'VALUE'}" for path in paths),
         )
     return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _recipe_paths(name: str) -> list[str]:

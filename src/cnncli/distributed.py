@@ -73,6 +73,9 @@ def make_mesh(data: int | None = None, model: int = 1):
     from jax.sharding import Mesh
 
     devices = jax.devices()
+    if data is None and (model > len(devices) or len(devices) % model):
+        raise RecipeError(f"train.mesh.model = {model} does not divide the {len(devices)} devices JAX sees",
+                          hint=f"use a divisor of {len(devices)}")  # fmt: skip
     data = data or len(devices) // model
     if data * model != len(devices):
         raise RecipeError(
@@ -152,7 +155,7 @@ class Placement:
         self.multi = self.mesh.size > 1
         self.processes = jax.process_count()
         if self.processes > 1 and self.mesh.shape["model"] > 1:
-            raise UsageError(
+            raise RecipeError(
                 "train.mesh.model > 1 is not supported with several processes yet",
                 hint="use a data-parallel mesh (the default) across hosts",
             )

@@ -64,7 +64,8 @@ class RichReporter:
             self.err.print(f"[yellow]resuming[/] from {where}", highlight=False)
             if event.resumed_step >= event.total_steps:
                 self.err.print(f"the run already finished its {event.total_steps} steps: nothing left to train "
-                               "(raise train.epochs or train.steps to go on)", highlight=False)  # fmt: skip
+                               "(to go on, raise train.epochs or train.steps and add --allow-recipe-change)",
+                               highlight=False)  # fmt: skip
         self.progress = Progress(
             TextColumn("[bold blue]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),

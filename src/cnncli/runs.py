@@ -93,7 +93,7 @@ def load_run(path: str | Path, checkpoint: str | int = "latest", *, ema: bool = 
     data = rundir.read_json(workdir / rundir.DATA_JSON)
     num_classes = int(data.get("num_classes") or len(data["class_names"]))
     model, specs = build_model(recipe, tuple(data["input_shape"]), num_classes)
-    store = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, async_save=False)
+    store = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, async_save=False, writer=False)
     try:
         step = store.resolve(checkpoint)
         tree, meta = store.restore_tree(step)

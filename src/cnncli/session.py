@@ -346,7 +346,7 @@ def place_run(recipe: Recipe) -> distributed.Placement:
             raise RecipeError(
                 f"train.conv_backend = {recipe.train.conv_backend!r} runs on one device, but this run's mesh has "
                 f"{placement.mesh.size} ({placement.describe()})",
-                hint='set train.conv_backend = "xla" to train on several devices, or train.mesh = {data = 1}',
+                hint='set train.conv_backend = "xla" or "auto" to train on several devices (or make one device visible)',
             )
     return placement
 
@@ -383,7 +383,9 @@ def resolve_conv_backend(recipe: Recipe, placement: distributed.Placement) -> tu
     try:
         version = onednn.load()
     except onednn.OneDNNUnavailable as err:
-        return "xla", f"conv_backend auto: xla (oneDNN is not usable here: {err.message}; the onednn extra installs it)"
+        reason = err.message.splitlines()[0]  # a failed build carries the compiler's output below
+        fix = err.hint or "install the onednn extra: uv sync --extra onednn"
+        return "xla", f"conv_backend auto: xla (oneDNN is not usable here: {reason}; to use it: {fix})"
     return "onednn", f"conv_backend auto: onednn (one CPU device, oneDNN {version})"
 
 
@@ -416,12 +418,14 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
         rundir.prepare_workdir(workdir, recipe, recipe_text, recipe_suffix, fresh)
         rundir.write_json(workdir / rundir.DATA_JSON, data.meta() | {"num_classes": recipe.model.num_classes or data.num_classes})
     env = rundir.environment([str(d) for d in jax.devices()], recipe.train.seed)
-    checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, fsync=recipe.train.fsync)
+    checkpoints = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, fsync=recipe.train.fsync,
+                              writer=main)  # fmt: skip
     sess = Session(recipe, workdir, data, checkpoints, env, spe, total, epochs, allow_recipe_change, resume_from,
                    placement=placement, conv_backend=conv_backend)  # fmt: skip
     env["conv_backend"] = conv_backend
-    if conv_note:
+    if conv_note:  # shown on a terminal; kept in env.json for scripts and later questions
         sess.notes.append(conv_note)
+        env["conv_backend_note"] = conv_note
     sess.warnings.extend(str(w.message) for w in caught if issubclass(w.category, UserWarning))
     try:
         sess.setup_model()
