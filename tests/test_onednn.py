@@ -188,10 +188,28 @@ def test_missing_onednn_says_where_it_looked_and_what_to_do(monkeypatch, tmp_pat
 @needs_onednn
 def test_the_built_extension_is_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("CNNCLI_CACHE_DIR", str(tmp_path))
+    assert onednn.needs_build() and onednn.cache_dir() == tmp_path / "native"
     first = onednn.build()
-    assert first.parent == tmp_path / "native" and first.is_file()
+    assert first.parent == tmp_path / "native" and first.is_file() and not onednn.needs_build()
     mtime = first.stat().st_mtime_ns
     assert onednn.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
+
+
+@needs_onednn
+def test_a_terminal_run_says_before_the_first_build(tmp_path, capsys, monkeypatch):
+    from conftest import TINY_RECIPE, write_recipe
+
+    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)
+    recipe = write_recipe(tmp_path, TINY_RECIPE)
+    said = "compiling cnncli's oneDNN extension (first use only"
+    monkeypatch.setattr(onednn, "needs_build", lambda: True)  # as on a fresh machine (the real build is cached)
+    code, _, err = _cli(["train", str(recipe), "--set", "train.conv_backend=onednn", "--set", "train.epochs=1",
+                         "--workdir", str(tmp_path / "a")], capsys)  # fmt: skip
+    assert code == 0 and said in err
+    monkeypatch.setattr(onednn, "needs_build", lambda: False)
+    code, _, err = _cli(["train", str(recipe), "--set", "train.conv_backend=onednn", "--set", "train.epochs=1",
+                         "--workdir", str(tmp_path / "b")], capsys)  # fmt: skip
+    assert code == 0 and said not in err
 
 
 # ----------------------------------------------------------------------------- channel sums (BatchNorm)

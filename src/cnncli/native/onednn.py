@@ -92,7 +92,8 @@ def _major(header: Path) -> int:
     return 0
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where built extensions are kept (``$CNNCLI_CACHE_DIR/native`` or ``~/.cache/cnncli/native``)."""
     base = os.environ.get("CNNCLI_CACHE_DIR")
     if base and base != "off":
         return Path(base) / "native"
@@ -102,16 +103,29 @@ def _cache_dir() -> Path:
 def build(root: Path | None = None) -> Path:
     """Compile the extension (or find it already compiled) and return the .so's path."""
     root = root or find_root()
-    libdir = _libdnnl(root)
+    out = _built_path(root)
+    if out.is_file():
+        return out
+    _compile(root, _libdnnl(root), jax.ffi.include_dir(), out)
+    return out
+
+
+def _built_path(root: Path) -> Path:
+    """Where the extension for this source, jax and oneDNN lives in the cache."""
     include = jax.ffi.include_dir()
     key = hashlib.sha256(
         SOURCE.read_bytes() + f"|{jax.__version__}|{root.resolve()}|{include}".encode()
     ).hexdigest()[:16]
-    out = _cache_dir() / f"libcnncli_onednn-{key}.so"
-    if out.is_file():
-        return out
-    _compile(root, libdir, include, out)
-    return out
+    return cache_dir() / f"libcnncli_onednn-{key}.so"
+
+
+def needs_build() -> bool:
+    """Whether oneDNN is here but the extension is not compiled yet (the next `load` compiles it)."""
+    try:
+        root = find_root()
+    except OneDNNUnavailable:
+        return False
+    return not _built_path(root).is_file()
 
 
 def _compile(root: Path, libdir: Path, include: str, out: Path) -> None:
