@@ -371,6 +371,19 @@ def test_a_train_step_with_onednn_matches_xla():
         np.testing.assert_allclose(np.asarray(v), np.asarray(u), rtol=1e-3, atol=1e-4)
 
 
+@needs_onednn
+def test_the_profile_names_custom_calls_by_target(tmp_path):
+    from cnncli.profiling import custom_call_targets, format_top_ops, profile_steps, synthetic_step
+
+    hlo = '  %ffi_call.7 = f32[2]{0} custom-call(f32[2]{0} %p), custom_call_target="cnncli_channel_sums", api_version=4'
+    assert custom_call_targets(hlo) == {"ffi_call.7": "cnncli_channel_sums"}
+    bench = synthetic_step("conv:c=4,k=3,p=same bn relu gap dense", (8, 8, 1), batch_size=8, conv_backend="onednn")
+    report = profile_steps(bench.step, bench.state, bench.args, 2, tmp_path / "profile", batch_size=8)
+    assert {"cnncli_onednn_conv_fwd", "cnncli_onednn_conv_bwd_weights", "cnncli_channel_sums"} <= set(report.categories)
+    assert any(op.name.endswith(" cnncli_onednn_conv_fwd") for op in report.ops)
+    assert "XLA CPU runs its own convolutions" not in format_top_ops(report)  # no lax convolution in this step
+
+
 # ----------------------------------------------------------------------------- host malloc
 
 _FAULTS = textwrap.dedent(

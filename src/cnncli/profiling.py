@@ -228,9 +228,17 @@ def profile_steps(step: Callable, state: Any, args: tuple, n_steps: int, out_dir
                 state = step(state, x, y, perm, index(i), key)
         jax.block_until_ready(state.step)
         wall = time.perf_counter() - t0
-    report = summarize_trace(find_trace(out_dir), n_steps)
+    hlo = step.as_text() if hasattr(step, "as_text") else ""  # a compiled step: name its custom calls
+    report = summarize_trace(find_trace(out_dir), n_steps, custom_call_targets(hlo or ""))
     report.trace_dir, report.wall_seconds = out_dir, wall
     return report
+
+
+def custom_call_targets(hlo_text: str) -> dict[str, str]:
+    """``{"ffi_call.58": "cnncli_onednn_conv_fwd", ...}`` from optimized HLO text: the
+    trace names a custom call by its HLO instruction, the target says what it runs."""
+    return {m.group(1): m.group(2)
+            for m in re.finditer(r'%([\w.\-]+) = [^\n]*?custom_call_target="([^"]+)"', hlo_text)}  # fmt: skip
 
 
 def find_trace(out_dir: str | Path) -> Path:
@@ -246,12 +254,15 @@ def _category(name: str) -> str:
     return re.sub(r"\.\d+$", "", name)
 
 
-def summarize_trace(path: str | Path, n_steps: int = 1) -> ProfileReport:
+def summarize_trace(path: str | Path, n_steps: int = 1, targets: dict[str, str] | None = None) -> ProfileReport:
     """Sum the complete ('X') events of a Perfetto/Chrome JSON trace by op name.
 
     XLA CPU records one event per executed thunk (an HLO op or fusion, named as in
     the optimized HLO); host bookkeeping events (the Python dispatch) are left out.
+    ``targets`` (`custom_call_targets`): custom calls are shown as ``ffi_call.58
+    cnncli_onednn_conv_fwd`` and grouped by target in the categories.
     """
+    targets = targets or {}
     with gzip.open(path, "rt") as f:
         trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
@@ -271,7 +282,8 @@ def summarize_trace(path: str | Path, n_steps: int = 1) -> ProfileReport:
             continue
         totals[name] += float(e["dur"]) / 1e3  # microseconds -> ms
         counts[name] += 1
-    ops = sorted((OpTime(n, _category(n), t, counts[n]) for n, t in totals.items()), key=lambda o: -o.total_ms)
+    ops = sorted((OpTime(f"{n} {targets[n]}" if n in targets else n, targets.get(n) or _category(n), t, counts[n])
+                  for n, t in totals.items()), key=lambda o: -o.total_ms)  # fmt: skip
     cats: dict[str, float] = defaultdict(float)
     for op in ops:
         cats[op.category] += op.total_ms
@@ -292,7 +304,7 @@ def format_top_ops(report: ProfileReport, n: int = 15) -> str:
     lines.append(f"{'category':<48} {'ms/step':>9} {'%':>6}")
     for cat, ms in list(report.categories.items())[:10]:
         lines.append(f"{cat[:48]:<48} {ms / per:>9.2f} {100 * ms / total:>5.1f}%")
-    if any(op.category.startswith("conv") for op in report.ops):
+    if any(op.category.startswith(("convolution", "conv_general")) for op in report.ops):  # not convert_*
         lines.append("note: XLA CPU runs its own convolutions (conv_general_dilated, convolution*) asynchronously; "
                      "their events time the launch, not the work, which shows as wall time no op accounts for")  # fmt: skip
     return "\n".join(lines)
