@@ -128,8 +128,6 @@ def train(
     resume = _resume_arg(resume_from, workdir)
     target = workdir if workdir is not None else rundir.default_workdir(recipe)
     reporter = _reporter(json_out or not report.is_interactive()) if distributed.is_main_process() else _Quiet()
-    if not (json_out or not report.is_interactive()) and distributed.is_main_process():
-        _say_if_compiling_onednn(loaded)
     try:
         fit(
             loaded, target, recipe_text=recipe.read_text(), recipe_suffix=recipe.suffix.lower(),
@@ -164,23 +162,6 @@ class _Quiet:
 
     def close(self) -> None:
         pass
-
-
-def _say_if_compiling_onednn(recipe) -> None:
-    """On a terminal: the oneDNN extension's first build takes seconds; say so before it starts."""
-    backend = recipe.train.conv_backend
-    if backend == "xla":
-        return
-    import jax
-
-    if jax.default_backend() != "cpu" or (backend == "auto" and jax.device_count() > 1):
-        return
-    from cnncli.native import onednn
-    from cnncli.report import stderr_console
-
-    if onednn.needs_build():
-        stderr_console().print(f"compiling cnncli's oneDNN extension (first use only; 5-20 s, then cached in "
-                               f"{onednn.cache_dir()})", highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def _reporter(json_mode: bool):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cnncli.report import print_json, stderr_console, stdout_console, warn
-from cnncli.train import CheckpointSaved, Compiled, EpochEnd, RunFinished, RunStarted, StepEnd
+from cnncli.train import CheckpointSaved, Compiled, EpochEnd, ExtensionBuild, RunFinished, RunStarted, StepEnd
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -84,7 +84,10 @@ class RichReporter:
         )  # fmt: skip
 
     def __call__(self, event) -> None:
-        if isinstance(event, RunStarted):
+        if isinstance(event, ExtensionBuild):
+            self.err.print(f"compiling cnncli's oneDNN extension (first use only; 5-20 s, then cached in "
+                           f"{event.cache_dir})", highlight=False, soft_wrap=True)  # fmt: skip
+        elif isinstance(event, RunStarted):
             self._start(event)
         elif isinstance(event, Compiled):
             self.err.print(f"compiled the train step in {event.seconds:.2f} s", highlight=False)

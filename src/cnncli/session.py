@@ -14,6 +14,7 @@ import shutil
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,10 +352,13 @@ def place_run(recipe: Recipe) -> distributed.Placement:
     return placement
 
 
-def resolve_conv_backend(recipe: Recipe, placement: distributed.Placement) -> tuple[str, str | None]:
+def resolve_conv_backend(recipe: Recipe, placement: distributed.Placement,
+                         before_build: Callable[[Path], None] | None = None) -> tuple[str, str | None]:  # fmt: skip
     """The conv backend this run uses, and why, where ``auto`` chose (else None).
 
     Fails before anything is written if the recipe asks for one that cannot run here.
+    ``before_build(cache_dir)`` is called when loading oneDNN will first compile the
+    extension (seconds, once per machine).
 
     Raises:
         RecipeError: ``onednn`` on a non-CPU backend.
@@ -372,8 +376,13 @@ def resolve_conv_backend(recipe: Recipe, placement: distributed.Placement) -> tu
         )
     from cnncli.native import onednn
 
+    def load() -> str:
+        if before_build is not None and onednn.needs_build():
+            before_build(onednn.cache_dir())
+        return onednn.load()
+
     if asked == "onednn":
-        onednn.load()
+        load()
         return "onednn", None
     # auto: the choice and its reason, one form for every case
     if platform != "cpu":
@@ -381,7 +390,7 @@ def resolve_conv_backend(recipe: Recipe, placement: distributed.Placement) -> tu
     if placement.multi:
         return "xla", f"conv_backend auto: xla (oneDNN runs on one device; this mesh has {placement.mesh.size})"
     try:
-        version = onednn.load()
+        version = load()
     except onednn.OneDNNUnavailable as err:
         reason = err.message.splitlines()[0]  # a failed build carries the compiler's output below
         fix = err.hint or "install the onednn extra: uv sync --extra onednn"
@@ -390,8 +399,12 @@ def resolve_conv_backend(recipe: Recipe, placement: distributed.Placement) -> tu
 
 
 def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = None, recipe_suffix: str = ".toml",
-                  allow_recipe_change: bool = False, resume_from: str | int | None = None) -> Session:  # fmt: skip
+                  allow_recipe_change: bool = False, resume_from: str | int | None = None,
+                  on_event: Callable | None = None) -> Session:  # fmt: skip
     """Load the data, build the model and steps, and open the run directory.
+
+    ``on_event`` receives `cnncli.train.ExtensionBuild` before a first build of the
+    oneDNN extension (the other events come from `cnncli.train.fit`).
 
     Raises:
         CheckpointError: ``resume_from`` names no committed checkpoint (checked before
@@ -407,7 +420,13 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
             hint="check --workdir, or drop --resume-from to start a fresh run",
         )
     placement = place_run(recipe)  # the clearer error first: several devices, whatever the backend
-    conv_backend, conv_note = resolve_conv_backend(recipe, placement)
+    def before_build(cache_dir: Path) -> None:
+        from cnncli.train import ExtensionBuild
+
+        if on_event is not None:
+            on_event(ExtensionBuild(cache_dir))
+
+    conv_backend, conv_note = resolve_conv_backend(recipe, placement, before_build)
     with warnings.catch_warnings(record=True) as caught:  # skipped image files and kin
         warnings.simplefilter("always", UserWarning)
         data = load_dataset(recipe.data)

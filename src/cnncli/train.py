@@ -49,6 +49,11 @@ class RunStarted:
 
 
 @dataclass(frozen=True)
+class ExtensionBuild:
+    cache_dir: Path  # the oneDNN extension is about to be compiled (first use, seconds) into here
+
+
+@dataclass(frozen=True)
 class Compiled:
     seconds: float  # wall time of tracing + XLA compilation of the train step
 
@@ -80,7 +85,7 @@ class RunFinished:
     summary: dict[str, Any]
 
 
-Event = RunStarted | Compiled | StepEnd | EpochEnd | CheckpointSaved | RunFinished
+Event = ExtensionBuild | RunStarted | Compiled | StepEnd | EpochEnd | CheckpointSaved | RunFinished
 
 
 @dataclass
@@ -259,8 +264,8 @@ def fit(
         workdir: the run directory; an existing one with checkpoints is resumed.
         recipe_text: the recipe file's text, saved as given.
         recipe_suffix: ``.toml`` or ``.yaml``, for the saved copy.
-        on_event: receives `RunStarted`, `Compiled`, `StepEnd`, `EpochEnd`,
-            `CheckpointSaved`, `RunFinished`.
+        on_event: receives `ExtensionBuild` (only before a first oneDNN build),
+            `RunStarted`, `Compiled`, `StepEnd`, `EpochEnd`, `CheckpointSaved`, `RunFinished`.
         allow_recipe_change: resume even if the recipe changed in a trajectory field.
         resume_from: ``latest`` or a step number: resume from that checkpoint, which
             must exist (newer ones are set aside). None: the newest, if any.
@@ -275,7 +280,7 @@ def fit(
     """
     emit = on_event or (lambda event: None)
     sess = build_session(recipe, Path(workdir), recipe_text=recipe_text, recipe_suffix=recipe_suffix,
-                         allow_recipe_change=allow_recipe_change, resume_from=resume_from)  # fmt: skip
+                         allow_recipe_change=allow_recipe_change, resume_from=resume_from, on_event=emit)  # fmt: skip
     try:
         summary = _fit(sess, emit)
     except BaseException as err:
@@ -377,5 +382,5 @@ def steps_for(recipe: Recipe, num_train: int) -> tuple[int, int, int]:
     return spe, spe * recipe.train.epochs, recipe.train.epochs
 
 
-__all__ = ["fit", "steps_for", "evaluate_state", "RunStarted", "Compiled", "StepEnd", "EpochEnd",
+__all__ = ["fit", "steps_for", "evaluate_state", "ExtensionBuild", "RunStarted", "Compiled", "StepEnd", "EpochEnd",
            "CheckpointSaved", "RunFinished", "jnp"]  # fmt: skip
