@@ -19,7 +19,7 @@ from cnncli.cli_data import data_app
 from cnncli.cli_eval import eval_run, predict
 from cnncli.cli_filters import inspect_filters
 from cnncli.cli_train import train
-from cnncli.errors import CnnCliError
+from cnncli.errors import CnnCliError, UsageError
 
 app = typer.Typer(
     name="cnncli",
@@ -109,8 +109,6 @@ def recipe_flag_error(argv: list[str]) -> CnnCliError | None:
             continue
         if not eq and i + 1 < len(argv) and (not argv[i + 1].startswith("-") or _is_number(argv[i + 1])):
             value = argv[i + 1]
-        from cnncli.errors import UsageError
-
         return UsageError(
             f"{flag} is not an option of cnncli train: recipe values change with --set",
             hint=" or ".join(f"--set {path}={value or 'VALUE'}" for path in paths),

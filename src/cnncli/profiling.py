@@ -228,7 +228,7 @@ def profile_steps(step: Callable, state: Any, args: tuple, n_steps: int, out_dir
                 state = step(state, x, y, perm, index(i), key)
         jax.block_until_ready(state.step)
         wall = time.perf_counter() - t0
-    hlo = step.as_text() if hasattr(step, "as_text") else ""  # a compiled step: name its custom calls
+    hlo = step.as_text() if hasattr(step, "as_text") else None  # a compiled step: name its custom calls
     report = summarize_trace(find_trace(out_dir), n_steps, custom_call_targets(hlo or ""))
     report.trace_dir, report.wall_seconds = out_dir, wall
     return report

@@ -49,17 +49,20 @@ def _forward(x, scale, bias, epsilon, native, relu):
     axes = tuple(range(x.ndim - 1))
     mean, var = _stats(x, axes, native)
     inv = jax.lax.rsqrt(var + epsilon)
-    mult, shift = _affine(mean, inv, scale, bias)
-    y = x.astype(jnp.float32) * mult + shift
-    if relu:
-        y = jnp.maximum(y, 0.0)
-    return (y.astype(x.dtype), mean, var), (x, mean, inv, scale, bias)
+    return (_apply(x, *_affine(mean, inv, scale, bias), relu), mean, var), (x, mean, inv, scale, bias)
 
 
 def _affine(mean, inv, scale, bias):
     """BatchNorm as ``x * mult + shift`` per channel."""
     mult = scale.astype(jnp.float32) * inv
     return mult, bias.astype(jnp.float32) - mean * mult
+
+
+def _apply(x, mult, shift, relu: bool):
+    """``x * mult + shift`` (then ReLU) in float32, back in ``x.dtype``: training and
+    evaluation normalize with this one expression, the ReLU backward re-derives its mask from it."""
+    y = x.astype(jnp.float32) * mult + shift
+    return (jnp.maximum(y, 0.0) if relu else y).astype(x.dtype)
 
 
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, native: bool = False,
@@ -155,9 +158,7 @@ class BatchNorm(nnx.Module):
         scale, bias = self.scale[...], self.bias[...]
         if self.use_running_average:
             inv = jax.lax.rsqrt(self.var[...] + self.epsilon)
-            mult, shift = _affine(self.mean[...], inv, scale, bias)
-            y = x.astype(jnp.float32) * mult + shift
-            return (jnp.maximum(y, 0.0) if relu else y).astype(x.dtype)
+            return _apply(x, *_affine(self.mean[...], inv, scale, bias), relu)
         y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, native=_native_sums(x), relu=relu)
         m = self.momentum
         # set_value, not ``self.mean[...] = ``: the indexed form compares the new

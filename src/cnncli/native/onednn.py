@@ -56,26 +56,26 @@ class OneDNNUnavailable(CnnCliError):
 def find_root() -> Path:
     """The oneDNN 3.x prefix (``include/oneapi/dnnl/dnnl.hpp`` and ``lib/libdnnl.so``)."""
     if env := os.environ.get("CNNCLI_ONEDNN_ROOT"):  # asked for: that one or an error
-        root = Path(env)
-        header = root / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
-        if header.is_file() and _libdnnl(root) and _major(header) >= 3:
-            return root
+        if _is_prefix(Path(env)):
+            return Path(env)
         raise OneDNNUnavailable(
             f"CNNCLI_ONEDNN_ROOT={env} is not a oneDNN 3.x prefix (it needs include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so)",
             hint="point it at a oneDNN 3.x installation, or unset it to use the onednn extra",
         )
-    candidates = []
-    candidates += [Path(sys.prefix), Path(sys.base_prefix)]
+    candidates = [Path(sys.prefix), Path(sys.base_prefix)]
     if site.USER_BASE:  # pip install --user puts the wheel's data files here
         candidates.append(Path(site.USER_BASE))
     candidates += [Path("/usr/local"), Path("/usr")]
     for root in candidates:
-        header = root / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
-        if not header.is_file() or not _libdnnl(root):
-            continue
-        if _major(header) >= 3:
+        if _is_prefix(root):
             return root
     raise OneDNNUnavailable("oneDNN 3.x was not found (looked in " + ", ".join(map(str, candidates)) + ")", hint=HINT)
+
+
+def _is_prefix(root: Path) -> bool:
+    """Whether ``root`` holds oneDNN 3.x: its version header, 3 or newer, and libdnnl.so."""
+    header = root / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
+    return header.is_file() and _libdnnl(root) is not None and _major(header) >= 3
 
 
 def _libdnnl(root: Path) -> Path | None:
