@@ -6,7 +6,9 @@ Each run is a fresh process with the persistent compilation cache off
 (``CNNCLI_CACHE_DIR=off``), so nothing is reused; runs of the variants alternate.
 Variants: ``default`` (what cnncli ships), ``threefry-init`` (parameters
 initialized from threefry keys, the jax default, instead of rbg keys) and
-``flax-bn`` (flax's BatchNorm and Conv call). "step" is what
+``flax-bn`` (flax's BatchNorm and Conv call), ``onednn`` (``conv_backend =
+"onednn"``; with the cache off nothing is recorded, so its first step times oneDNN's
+implementations) and ``onednn-untuned`` (``CNNCLI_ONEDNN_TUNE=off``). "step" is what
 ``Session.compile`` times (trace + lower + compile of the train step); "init" is
 the one ``nnx.jit`` program that initializes the model.
 """
@@ -56,7 +58,9 @@ def child(model: str, variant: str) -> dict:
     filters = (trainable_filter([]), ...)
     graphdef, params, rest = nnx.split(net, *filters)
     tx = optax.sgd(0.01, momentum=0.9)
-    backend = "onednn" if variant == "onednn" else "xla"
+    backend = "onednn" if variant.startswith("onednn") else "xla"
+    if variant == "onednn-untuned":
+        os.environ["CNNCLI_ONEDNN_TUNE"] = "off"
     if backend == "onednn":  # build/load the extension outside the timed phases (a one-off, cached)
         from cnncli.native import onednn
 
@@ -85,7 +89,7 @@ def child(model: str, variant: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20", choices=list(MODELS))
-    parser.add_argument("--variants", default="default,threefry-init,flax-bn", help="of default, threefry-init, flax-bn, onednn")
+    parser.add_argument("--variants", default="default,threefry-init,flax-bn", help="of default, threefry-init, flax-bn, onednn, onednn-untuned")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()

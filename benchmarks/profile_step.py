@@ -3,7 +3,8 @@
 Run: ``uv run python benchmarks/profile_step.py resnet20 --shape 32x32x3 [--steps 5]
 [--out runs/profile-resnet20] [--precision bf16] [--hlo]``
 
-The step is the real one (`cnncli.profiling.synthetic_step`); the trace lands in
+With ``--conv-backend onednn`` it also lists the oneDNN implementation each
+convolution pass ran. The step is the real one (`cnncli.profiling.synthetic_step`); the trace lands in
 ``--out`` (Perfetto JSON + XProf ``.xplane.pb``) and `cnncli.profiling.format_top_ops`
 prints the table. ``--hlo`` also writes the optimized HLO next to it, to look up
 what a fusion named in the table computes. For a recipe's own step use
@@ -41,6 +42,19 @@ def main() -> None:
     report = profile_steps(bench.step, bench.state, bench.args, args.steps, args.out, batch_size=args.batch_size)
     report.compile_seconds = bench.compile_seconds
     print(format_top_ops(report, args.top))
+    if args.conv_backend == "onednn":
+        print_implementations()
+
+
+def print_implementations() -> None:
+    """Which oneDNN implementation each convolution pass ran (cnncli times them on first use)."""
+    from cnncli.native import onednn
+
+    print("\noneDNN implementation per convolution pass (a, b -> out; strides; groups)")
+    for key, impl in sorted(onednn.implementations().items()):
+        name, a, b, out, strides, *_, groups = key.split("|")
+        shapes = [f.split(":")[1].rstrip(",").replace(",", "x") for f in (a, b, out)]
+        print(f"  {name:<12} {shapes[0]}, {shapes[1]} -> {shapes[2]}; {strides.rstrip(',')}; {groups}  {impl}")
 
 
 if __name__ == "__main__":

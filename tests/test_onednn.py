@@ -137,6 +137,88 @@ def test_cached_primitives_run_on_any_thread():
     assert out.stdout.strip() == "ok"
 
 
+@pytest.fixture
+def choices(tmp_path):
+    """A fresh record of implementation choices for this test; the defaults again afterwards."""
+    path = tmp_path / "impls.tsv"
+    onednn.configure(tune=True, path=path)
+    yield path
+    onednn.configure()
+
+
+def _records(path) -> dict[str, list[str]]:
+    """key -> the fields of its last line (index, implementation, timings)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        key, *fields = line.split("\t")
+        out[key] = fields
+    return out
+
+
+def _fwd_bwd(x, w, args):
+    f = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(onednn.conv(x, w, *args) ** 2), argnums=(0, 1)))
+    return jax.block_until_ready(f(x, w))  # the record is written while the step runs
+
+
+@needs_onednn
+def test_implementations_are_timed_once_recorded_and_reused(choices):
+    """Each pass times oneDNN's implementations on first use, records its choice, and a
+    later process (here: the record read again) runs the recorded one without timing."""
+    rng = np.random.default_rng(5)
+    x, w, args = _case(rng, 2, 14, 5, 1, (0, 0), 1, 1, 6, 16, n=8)  # LeNet-5's second convolution
+    want = jax.value_and_grad(lambda x, w: jnp.sum(lax_conv(x, w, *args) ** 2), argnums=(0, 1))(x, w)
+    got = _fwd_bwd(x, w, args)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        assert _rel(a, b) < 1e-5
+    records = _records(choices)
+    assert sorted(k.split("|")[0] for k in records) == ["bwd_data", "bwd_weights", "fwd"]
+    for key, (index, impl, timings) in records.items():
+        timed = dict(t.split("=") for t in timings.split())  # "1:jit:avx512_core" -> "0.28"
+        assert f"{index}:{impl}" in timed and not any(name.split(":")[1] == "ref" for name in timed)
+        fastest = min(float(ms) for ms in timed.values())
+        assert float(timed[f"{index}:{impl}"]) <= 1.1 * fastest  # never worse than 10% off the fastest
+        assert onednn.implementations()[key] == impl
+
+    # Another implementation of the forward pass, recorded by hand: honored, not re-timed.
+    fwd = next(k for k in records if k.startswith("fwd"))
+    names = [t.split("=")[0] for t in records[fwd][2].split()]
+    other = next(n for n in names if n != f"{records[fwd][0]}:{records[fwd][1]}")
+    index, impl = other.split(":", 1)
+    choices.write_text(f"{fwd}\t{index}\t{impl}\n")
+    onednn.configure(tune=True, path=choices)
+    again = _fwd_bwd(x, w, args)
+    assert onednn.implementations()[fwd] == impl
+    assert _rel(want[0], again[0]) < 1e-5
+    lines = choices.read_text().splitlines()
+    assert lines[0] == f"{fwd}\t{index}\t{impl}" and len(lines) == 3  # the backward passes timed again, not fwd
+
+    # A record that no longer matches oneDNN's list (another version's names): timed again.
+    choices.write_text(f"{fwd}\t{index}\tno-such-kernel\n")
+    onednn.configure(tune=True, path=choices)
+    _fwd_bwd(x, w, args)
+    assert _records(choices)[fwd][1] != "no-such-kernel" and len(choices.read_text().splitlines()) == 4
+
+
+@needs_onednn
+def test_without_tuning_oneDNN_picks_and_nothing_is_recorded(choices, monkeypatch):
+    monkeypatch.setenv("CNNCLI_ONEDNN_TUNE", "off")
+    assert not onednn.tuning_enabled()
+    onednn.configure(path=choices)
+    rng = np.random.default_rng(6)
+    x, w, args = _case(rng, 2, 8, 3, 1, (1, 1), 1, 1, 4, 8)
+    _fwd_bwd(x, w, args)
+    assert not choices.exists() and len(onednn.implementations()) == 3
+
+
+def test_the_record_is_per_cpu_and_onednn_version_in_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNCLI_CACHE_DIR", str(tmp_path))
+    path = onednn.choices_path("3.2.0")
+    assert path.parent == tmp_path / "native" and path.name.startswith("onednn-3.2.0-impls-") and path.suffix == ".tsv"
+    assert path == onednn.choices_path("3.2.0") != onednn.choices_path("3.3.0")
+    monkeypatch.setenv("CNNCLI_CACHE_DIR", "off")
+    assert onednn.choices_path("3.2.0") is None
+
+
 def test_bfloat16_without_onednn_kernels_stays_on_lax(monkeypatch):
     from cnncli.models import ops
 

@@ -163,7 +163,75 @@ def _library() -> ctypes.CDLL:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
     lib.cnncli_onednn_version.restype = ctypes.c_char_p
     lib.cnncli_onednn_supports_bf16.restype = ctypes.c_int
+    lib.cnncli_onednn_plans.restype = ctypes.c_char_p
+    lib.cnncli_onednn_configure.argtypes = [ctypes.c_int, ctypes.c_char_p]
+    _configure(lib, tuning_enabled(), choices_path(lib.cnncli_onednn_version().decode()))
     return lib
+
+
+def tuning_enabled() -> bool:
+    """Whether the first call of each convolution times oneDNN's implementations
+    (``CNNCLI_ONEDNN_TUNE=off`` keeps oneDNN's first pick; see `implementations`)."""
+    return os.environ.get("CNNCLI_ONEDNN_TUNE", "on").lower() not in ("off", "0", "false", "no")
+
+
+def choices_path(version: str) -> Path | None:
+    """The file that records this machine's implementation choices for this oneDNN
+    (in `cache_dir`; None with ``CNNCLI_CACHE_DIR=off``: this process only)."""
+    if os.environ.get("CNNCLI_CACHE_DIR") == "off":
+        return None
+    return cache_dir() / f"onednn-{version}-impls-{_cpu_key()}.tsv"
+
+
+def _cpu_key() -> str:
+    """A short digest of this CPU's model and instruction-set flags (choices are per CPU)."""
+    text = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    text += line
+                if line.strip() == "":  # the first processor's block is enough
+                    break
+    except OSError:
+        pass
+    import platform
+
+    text = text or f"{platform.machine()}|{platform.processor()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _configure(lib: ctypes.CDLL, tune: bool, path: Path | None) -> None:
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            path = None  # an unwritable cache: choose again in each process
+    lib.cnncli_onednn_configure(int(tune), str(path).encode() if path else b"")
+
+
+def configure(tune: bool | None = None, path: Path | None | str = "default") -> None:
+    """Set the implementation choice (tests; the defaults are applied at `load`).
+
+    ``tune``: time implementations on first use (default: `tuning_enabled`);
+    ``path``: the record of choices (default: `choices_path`; None: none). Drops the
+    process's built convolutions, so call it while none runs.
+    """
+    lib = _library()
+    version = lib.cnncli_onednn_version().decode()
+    _configure(lib, tuning_enabled() if tune is None else tune,
+               choices_path(version) if path == "default" else (Path(path) if path else None))  # fmt: skip
+
+
+def implementations() -> dict[str, str]:
+    """The oneDNN implementation each convolution built in this process runs, by problem
+    (``"fwd|11:128,28,28,1,|...": "jit:avx512_core"``)."""
+    text = _library().cnncli_onednn_plans().decode()
+    out = {}
+    for line in text.splitlines():
+        key, _, impl = line.split("\t")
+        out[key] = impl
+    return out
 
 
 def load() -> str:

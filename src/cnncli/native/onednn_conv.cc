@@ -16,13 +16,24 @@
 //   strides, pad_lo, pad_hi, dilation (lax's rhs_dilation: 1 = dense), groups.
 //
 // Each distinct problem (pass, shapes, dtypes, attributes) builds its oneDNN
-// primitives once and keeps them: the kernel oneDNN picks for `format_tag::any`
-// weights (blocked on AVX-512), the reorders between JAX's plain kernel layout and
-// that blocked one, the blocked copy itself and the scratch memory (see Attr).
+// primitives once and keeps them: the kernel for `format_tag::any` weights (blocked
+// on AVX-512), the reorders between JAX's plain kernel layout and that blocked one,
+// the blocked copy itself and the scratch memory (see Attr).
+//
+// Which kernel: oneDNN lists every implementation that can run a problem, best
+// guess first, and uses the first. On its first call cnncli times the listed ones
+// (not the reference ones) on the call's own buffers and keeps the fastest when it
+// beats the first by 10% or more (see Choose; LeNet-5's second convolution's
+// backward-data: 1.25 ms for oneDNN's first pick, 0.72 ms for another). The choice is
+// recorded in a file (cnncli_onednn_configure), so a later process on this machine
+// runs the same kernels without timing again: the same results bit for bit.
 
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -30,6 +41,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -42,7 +54,13 @@ using dnnl::memory;
 namespace {
 
 dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static dnnl::engine engine = [] {
+    // cnncli keeps its own primitives (Plan). oneDNN's cache of primitives would also
+    // hand an earlier implementation back to the descriptor list, whose next_impl()
+    // then repeats it: Choose could not time the others.
+    dnnl::set_primitive_cache_capacity(0);
+    return dnnl::engine(dnnl::engine::kind::cpu, 0);
+  }();
   return engine;
 }
 
@@ -140,6 +158,8 @@ std::string Key(const char* pass, std::initializer_list<const ffi::AnyBuffer*> b
 // A compiled problem: the main primitive plus, where oneDNN wants blocked weights,
 // the reorder to (fwd, bwd_data) or from (bwd_weights) JAX's plain layout.
 struct Plan {
+  int index = 0;          // position of the implementation in oneDNN's list (0: its first pick)
+  std::string impl;       // its name, e.g. "jit:avx512_core"
   dnnl::primitive main;
   memory::desc src, dst;  // the convolution's input- and output-side activations (or their gradients)
   memory::desc blocked;   // weights desc the primitive uses
@@ -199,36 +219,62 @@ const Roles& RolesOf(Pass pass) {
   return roles[static_cast<int>(pass)];
 }
 
-// Build a pass's primitives: the forward primitive descriptor is the pass itself
-// (fwd) or the hint oneDNN needs for the backward ones; weights are `any`, so
-// oneDNN picks its blocked layout and the plan reorders into or out of JAX's.
-std::unique_ptr<Plan> MakePlan(Pass pass, const memory::desc& src, const memory::desc& dst,
-                               const memory::desc& plain, const Geometry& g) {
-  auto p = std::make_unique<Plan>();
-  p->src = src;
-  p->dst = dst;
-  p->plain = plain;
+// The pass's primitive descriptor at position `index` of oneDNN's list (0: its first
+// pick), or false when the list is shorter. The forward descriptor is the pass itself
+// (fwd) or, at its first pick, the hint the backward passes need; weights are `any`.
+template <typename Use>
+bool WithDesc(Pass pass, const memory::desc& src, const memory::desc& plain, const memory::desc& dst,
+              const Geometry& g, int index, Use&& use) {
   const auto algo = dnnl::algorithm::convolution_direct;
   auto fwd = dnnl::convolution_forward::primitive_desc(Engine(), dnnl::prop_kind::forward_training, algo, src,
                                                        AnyLike(plain), dst, g.strides, g.dilates, g.pad_l,
                                                        g.pad_r, Attr());
-  if (pass == Pass::kFwd) {
-    p->blocked = fwd.weights_desc();
-    p->scratchpad = memory(fwd.scratchpad_desc(), Engine());
-    p->main = dnnl::convolution_forward(fwd);
-  } else if (pass == Pass::kBwdData) {
-    auto pd = dnnl::convolution_backward_data::primitive_desc(Engine(), algo, src, AnyLike(plain), dst, g.strides,
-                                                              g.dilates, g.pad_l, g.pad_r, fwd, Attr());
-    p->blocked = pd.weights_desc();
+  auto at = [&](auto pd) {
+    for (int i = 0; i < index; ++i)
+      if (!pd.next_impl()) return false;
+    use(pd);
+    return true;
+  };
+  if (pass == Pass::kFwd) return at(fwd);
+  if (pass == Pass::kBwdData)
+    return at(dnnl::convolution_backward_data::primitive_desc(Engine(), algo, src, AnyLike(plain), dst, g.strides,
+                                                              g.dilates, g.pad_l, g.pad_r, fwd, Attr()));
+  return at(dnnl::convolution_backward_weights::primitive_desc(Engine(), algo, src, AnyLike(plain), dst, g.strides,
+                                                               g.dilates, g.pad_l, g.pad_r, fwd, Attr()));
+}
+
+// The names of the implementations oneDNN lists for a problem, in its order.
+std::vector<std::string> ImplNames(Pass pass, const memory::desc& src, const memory::desc& plain,
+                                   const memory::desc& dst, const Geometry& g) {
+  std::vector<std::string> names;
+  WithDesc(pass, src, plain, dst, g, 0, [&](auto pd) {
+    do names.emplace_back(pd.impl_info_str());
+    while (pd.next_impl());
+  });
+  return names;
+}
+
+// Build a pass's primitives with implementation `index`: the main primitive and, where
+// it wants blocked weights, the reorder into (fwd, bwd_data) or out of (bwd_weights)
+// JAX's plain layout. Null when oneDNN lists fewer implementations.
+std::unique_ptr<Plan> MakePlan(Pass pass, const memory::desc& src, const memory::desc& dst,
+                               const memory::desc& plain, const Geometry& g, int index = 0) {
+  auto p = std::make_unique<Plan>();
+  p->src = src;
+  p->dst = dst;
+  p->plain = plain;
+  p->index = index;
+  const bool found = WithDesc(pass, src, plain, dst, g, index, [&](auto pd) {
+    using PD = decltype(pd);
+    p->impl = pd.impl_info_str();
+    if constexpr (std::is_same_v<PD, dnnl::convolution_backward_weights::primitive_desc>)
+      p->blocked = pd.diff_weights_desc();
+    else
+      p->blocked = pd.weights_desc();
     p->scratchpad = memory(pd.scratchpad_desc(), Engine());
-    p->main = dnnl::convolution_backward_data(pd);
-  } else {
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(Engine(), algo, src, AnyLike(plain), dst,
-                                                                 g.strides, g.dilates, g.pad_l, g.pad_r, fwd, Attr());
-    p->blocked = pd.diff_weights_desc();
-    p->scratchpad = memory(pd.scratchpad_desc(), Engine());
-    p->main = dnnl::convolution_backward_weights(pd);
-  }
+    p->main = dnnl::primitive(pd);
+  });
+  if (!found) return nullptr;
   p->reorder = p->blocked != p->plain;
   if (p->reorder) {
     p->blocked_mem = memory(p->blocked, Engine());
@@ -239,6 +285,115 @@ std::unique_ptr<Plan> MakePlan(Pass pass, const memory::desc& src, const memory:
     p->to_or_from = dnnl::reorder(rpd);
   }
   return p;
+}
+
+// One call of a plan on the buffers (src side, dst side, plain weights), as Roles
+// assign them; the caller holds CallMutex.
+void Execute(Pass pass, Plan* plan, void* src_ptr, void* dst_ptr, void* wei_ptr) {
+  const Roles& r = RolesOf(pass);
+  dnnl::stream stream(Engine());
+  auto& eng = Engine();
+  memory src(plan->src, eng, src_ptr);
+  memory dst(plan->dst, eng, dst_ptr);
+  memory wplain(plan->plain, eng, wei_ptr);
+  memory wei = plan->reorder ? plan->blocked_mem : wplain;
+  const bool weights_out = pass == Pass::kBwdWeights;
+  if (plan->reorder && !weights_out) Reorder(plan, stream, wplain, wei);
+  plan->main.execute(stream, {{r.src_arg, src}, {r.dst_arg, dst}, {r.wei_arg, wei},
+                              {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
+  if (plan->reorder && weights_out) Reorder(plan, stream, wei, wplain);
+  stream.wait();
+}
+
+// ------------------------------------------------------------------ implementation choice
+
+struct Choice {
+  int index = 0;
+  std::string impl;
+};
+
+// What cnncli_onednn_configure set: whether to time implementations, and the file
+// that records the choices (empty: this process only). Guarded by CallMutex.
+struct Tuning {
+  bool enabled = true;
+  std::string path;
+  std::unordered_map<std::string, Choice> recorded;
+};
+
+Tuning& TuningState() {
+  static Tuning t;
+  return t;
+}
+
+// Lines "key<TAB>index<TAB>impl<TAB>..."; a later line for a key wins. Unreadable
+// files and malformed lines are skipped: the record is a cache, not a contract.
+void ReadChoices(Tuning& t) {
+  t.recorded.clear();
+  if (t.path.empty()) return;
+  std::ifstream in(t.path);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string key, index, impl;
+    if (!std::getline(fields, key, '\t') || !std::getline(fields, index, '\t') || !std::getline(fields, impl, '\t'))
+      continue;
+    try {
+      t.recorded[key] = Choice{std::stoi(index), impl};
+    } catch (const std::exception&) {
+    }
+  }
+}
+
+void WriteChoice(Tuning& t, const std::string& key, const Choice& c, const std::string& timings) {
+  t.recorded[key] = c;
+  if (t.path.empty()) return;
+  if (FILE* f = std::fopen(t.path.c_str(), "a")) {  // one short append per new problem
+    std::fprintf(f, "%s\t%d\t%s\t%s\n", key.c_str(), c.index, c.impl.c_str(), timings.c_str());
+    std::fclose(f);
+  }
+}
+
+double Milliseconds(Pass pass, Plan* plan, void* s, void* d, void* w) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Execute(pass, plan, s, d, w);
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The plan for a new problem: the recorded choice if there is one (and oneDNN still
+// lists that implementation there), else the fastest listed implementation on these
+// buffers (best of 3 calls; one call where the first is 3x the best so far), oneDNN's
+// first pick unless another is 10% faster. The calls overwrite the output buffer; the
+// real call comes after. The caller holds CallMutex.
+std::unique_ptr<Plan> Choose(Pass pass, const std::string& key, const memory::desc& src, const memory::desc& dst,
+                             const memory::desc& plain, const Geometry& g, void* s, void* d, void* w) {
+  Tuning& t = TuningState();
+  if (!t.enabled) return MakePlan(pass, src, dst, plain, g);
+  if (auto it = t.recorded.find(key); it != t.recorded.end()) {
+    auto p = MakePlan(pass, src, dst, plain, g, it->second.index);
+    if (p && p->impl == it->second.impl) return p;
+  }
+  const auto names = ImplNames(pass, src, plain, dst, g);
+  if (names.empty()) return MakePlan(pass, src, dst, plain, g);
+  std::vector<double> ms(names.size(), 1e300);
+  std::ostringstream timings;
+  for (int i = 0; i < static_cast<int>(names.size()); ++i) {
+    if (names[i].rfind("ref", 0) == 0) continue;  // reference loops: 100x slower
+    auto p = MakePlan(pass, src, dst, plain, g, i);
+    if (!p) break;
+    const double fastest = *std::min_element(ms.begin(), ms.end());
+    ms[i] = Milliseconds(pass, p.get(), s, d, w);
+    if (ms[i] < 3 * fastest)
+      for (int k = 0; k < 2; ++k) ms[i] = std::min(ms[i], Milliseconds(pass, p.get(), s, d, w));
+    timings << (i ? " " : "") << i << ':' << names[i] << '=' << ms[i];
+  }
+  // oneDNN's first pick unless another is 10% faster; then the first in oneDNN's
+  // order within 3% of the fastest (timing noise should not decide).
+  const double fastest = *std::min_element(ms.begin(), ms.end());
+  int best = 0;
+  if (ms[0] > 1.1 * fastest)
+    while (ms[best] > 1.03 * fastest) ++best;
+  WriteChoice(t, key, Choice{best, names[best]}, timings.str());
+  return MakePlan(pass, src, dst, plain, g, best);
 }
 
 // act_in: x (fwd, bwd_weights) or dy (bwd_data); other: w (fwd, bwd_data) or dy (bwd_weights).
@@ -263,33 +418,24 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
     const Roles& r = RolesOf(pass);
     const ffi::AnyBuffer* bufs[] = {&a, &b, &o};
     const memory::data_type types[] = {ta, tb, to};
+    void* s = bufs[r.src]->untyped_data();
+    void* d = bufs[r.dst]->untyped_data();
+    void* w = bufs[r.wei]->untyped_data();
+    std::lock_guard<std::mutex> lock(CallMutex());
     Plan* plan = nullptr;
     {
-      std::lock_guard<std::mutex> lock(CacheMutex());
+      std::lock_guard<std::mutex> cache_lock(CacheMutex());
       auto it = Cache().find(key);
       if (it != Cache().end()) plan = it->second.get();
     }
     if (plan == nullptr) {
-      auto p = MakePlan(pass, ActivationDesc(bufs[r.src]->dimensions(), types[r.src]),
-                        ActivationDesc(bufs[r.dst]->dimensions(), types[r.dst]),
-                        WeightsDesc(bufs[r.wei]->dimensions(), groups, types[r.wei]), g);
-      std::lock_guard<std::mutex> lock(CacheMutex());
-      plan = Cache().emplace(key, std::move(p)).first->second.get();  // a racing twin is dropped
+      auto p = Choose(pass, key, ActivationDesc(bufs[r.src]->dimensions(), types[r.src]),
+                      ActivationDesc(bufs[r.dst]->dimensions(), types[r.dst]),
+                      WeightsDesc(bufs[r.wei]->dimensions(), groups, types[r.wei]), g, s, d, w);
+      std::lock_guard<std::mutex> cache_lock(CacheMutex());
+      plan = Cache().emplace(key, std::move(p)).first->second.get();
     }
-
-    std::lock_guard<std::mutex> lock(CallMutex());
-    dnnl::stream stream(Engine());
-    auto& eng = Engine();
-    memory src(plan->src, eng, bufs[r.src]->untyped_data());
-    memory dst(plan->dst, eng, bufs[r.dst]->untyped_data());
-    memory wplain(plan->plain, eng, bufs[r.wei]->untyped_data());
-    memory wei = plan->reorder ? plan->blocked_mem : wplain;
-    const bool weights_out = pass == Pass::kBwdWeights;
-    if (plan->reorder && !weights_out) Reorder(plan, stream, wplain, wei);
-    plan->main.execute(stream, {{r.src_arg, src}, {r.dst_arg, dst}, {r.wei_arg, wei},
-                                {DNNL_ARG_SCRATCHPAD, plan->scratchpad}});
-    if (plan->reorder && weights_out) Reorder(plan, stream, wei, wplain);
-    stream.wait();
+    Execute(pass, plan, s, d, w);
     return ffi::Error::Success();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("cnncli oneDNN conv: ") + e.what());
@@ -476,6 +622,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_channel_sums_relu, RunChannelSumsRelu,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_fwd, CNNCLI_CONV_BINDING(Pass::kFwd), Bind());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_bwd_data, CNNCLI_CONV_BINDING(Pass::kBwdData), Bind());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_bwd_weights, CNNCLI_CONV_BINDING(Pass::kBwdWeights), Bind());
+
+// Whether to time implementations (tune != 0) and the file that records the choices
+// ("" or null: none). Drops this process's plans, so call it while no convolution runs.
+extern "C" void cnncli_onednn_configure(int tune, const char* path) {
+  std::lock_guard<std::mutex> lock(CallMutex());
+  std::lock_guard<std::mutex> cache_lock(CacheMutex());
+  Tuning& t = TuningState();
+  t.enabled = tune != 0;
+  t.path = path ? path : "";
+  ReadChoices(t);
+  Cache().clear();
+}
+
+// This process's plans, one line each: "key<TAB>index<TAB>impl".
+extern "C" const char* cnncli_onednn_plans() {
+  static std::string text;
+  std::lock_guard<std::mutex> lock(CacheMutex());
+  std::ostringstream out;
+  for (const auto& [key, plan] : Cache()) out << key << '\t' << plan->index << '\t' << plan->impl << '\n';
+  text = out.str();
+  return text.c_str();
+}
 
 extern "C" const char* cnncli_onednn_version() {
   static std::string v = [] {
