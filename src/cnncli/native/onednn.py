@@ -165,7 +165,7 @@ def _library() -> ctypes.CDLL:
     lib.cnncli_onednn_supports_bf16.restype = ctypes.c_int
     lib.cnncli_onednn_plans.restype = ctypes.c_char_p
     lib.cnncli_onednn_configure.argtypes = [ctypes.c_int, ctypes.c_char_p]
-    _configure(lib, tuning_enabled(), choices_path(lib.cnncli_onednn_version().decode()))
+    _configure(lib, tuning_enabled(), choices_path(lib.cnncli_onednn_version().decode(), lib.cnncli_onednn_threads()))
     return lib
 
 
@@ -175,12 +175,13 @@ def tuning_enabled() -> bool:
     return os.environ.get("CNNCLI_ONEDNN_TUNE", "on").lower() not in ("off", "0", "false", "no")
 
 
-def choices_path(version: str) -> Path | None:
-    """The file that records this machine's implementation choices for this oneDNN
-    (in `cache_dir`; None with ``CNNCLI_CACHE_DIR=off``: this process only)."""
+def choices_path(version: str, threads: int) -> Path | None:
+    """The file that records this machine's implementation choices for this oneDNN at
+    this OpenMP thread count (in `cache_dir`; None with ``CNNCLI_CACHE_DIR=off``: this
+    process only). Kernels rank differently on another CPU or thread count."""
     if os.environ.get("CNNCLI_CACHE_DIR") == "off":
         return None
-    return cache_dir() / f"onednn-{version}-impls-{_cpu_key()}.tsv"
+    return cache_dir() / f"onednn-{version}-impls-{_cpu_key()}-{threads}t.tsv"
 
 
 def _cpu_key() -> str:
@@ -218,9 +219,9 @@ def configure(tune: bool | None = None, path: Path | None | str = "default") -> 
     process's built convolutions, so call it while none runs.
     """
     lib = _library()
-    version = lib.cnncli_onednn_version().decode()
+    default = choices_path(lib.cnncli_onednn_version().decode(), lib.cnncli_onednn_threads())
     _configure(lib, tuning_enabled() if tune is None else tune,
-               choices_path(version) if path == "default" else (Path(path) if path else None))  # fmt: skip
+               default if path == "default" else (Path(path) if path else None))  # fmt: skip
 
 
 def implementations() -> dict[str, str]:
