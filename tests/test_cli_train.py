@@ -173,6 +173,7 @@ def test_resuming_a_finished_run_says_there_is_nothing_left(tmp_path, capsys, mo
     code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w")], capsys)
     assert code == 0, err
     assert "the run already finished its 44 steps: nothing left to train" in " ".join(err.split())
+    assert "no step trained in this invocation" in " ".join((out + err).split())
 
 
 @pytest.mark.parametrize(

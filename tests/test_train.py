@@ -143,6 +143,7 @@ def test_completed_run_resumes_to_the_same_summary(tmp_path):
     again, events = run(tmp_path, ["train.epochs=1"])
     assert again["eval_accuracy"] == first["eval_accuracy"]
     assert not any(isinstance(e, Compiled) for e in events)  # nothing left to train
+    assert again["images_per_second"] is None and again["train_seconds"] == 0.0  # not "0 img/s"
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path):

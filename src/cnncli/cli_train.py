@@ -78,7 +78,8 @@ def train(
 
     **images_per_second** counts training images per second of training time: the
     first step's compilation and all evaluation are excluded (compile time is reported
-    separately as compile_seconds).
+    separately as compile_seconds); null when no step was trained (a finished run
+    run again).
 
     Examples:
 

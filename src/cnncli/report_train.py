@@ -135,7 +135,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("train loss", _fmt(summary.get("train_loss"))),
         ("epochs / steps", f"{summary['epochs']} / {summary['steps']}"),
         ("train time", f"{summary['train_seconds']:.1f} s (compile {summary['compile_seconds']:.2f} s, not included)"),
-        ("images/s", f"{summary['images_per_second']:,.0f} (training only"
+        ("images/s", "- (no step trained in this invocation)" if summary["images_per_second"] is None
+                     else f"{summary['images_per_second']:,.0f} (training only"
                      + ("; oneDNN convolutions)" if summary.get("conv_backend") == "onednn" else ")")),
         ("run directory", summary["workdir"]),
     ]

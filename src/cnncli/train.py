@@ -351,7 +351,7 @@ def _summary(sess: Session, state, progress: _Progress, clock: Clock, stopped_ea
         "steps": int(host(state.step)),
         "train_seconds": clock.seconds,
         "compile_seconds": sess.compile_seconds,
-        "images_per_second": clock.images_per_second,
+        "images_per_second": clock.images_per_second if clock.images else None,  # None: no step ran here
         "stopped_early": stopped_early,
         "num_params": sess.num_params,
         "conv_backend": sess.conv_backend,
