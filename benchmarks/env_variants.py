@@ -1,7 +1,7 @@
 """cnncli's train step in processes that differ only in environment variables, alternating windows.
 
 Run: ``uv run python benchmarks/env_variants.py --model resnet20 --backend onednn
---variants "default;OMP_WAIT_POLICY=passive;GOMP_SPINCOUNT=20000" [--windows 6]``
+--variants "default;OMP_WAIT_POLICY=passive;GOMP_SPINCOUNT=20000" [--windows 6] [--precision bf16]``
 
 Some settings are read once per process, before anything runs: OpenMP's
 (``OMP_*``, ``GOMP_*``, read when libgomp loads), glibc's malloc, XLA's flags. So
@@ -41,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20", choices=list(MODELS))
     parser.add_argument("--backend", default="onednn", choices=["xla", "onednn"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--variants", required=True, help='";"-separated, each "VAR=VALUE ..." or "default" (unchanged)')
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum length of a window")
@@ -50,7 +51,7 @@ def main() -> None:
     workers = {v: Worker(me, env=dict(os.environ, **parse_variant(v))) for v in variants}
     try:
         for v, w in workers.items():
-            reply = w.ask(op="setup", model=args.model, conv_backend=args.backend)
+            reply = w.ask(op="setup", model=args.model, conv_backend=args.backend, precision=args.precision)
             print(f"  {v}: compiled in {reply['compile_seconds']:.2f} s", file=sys.stderr)
         windows: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(args.windows):
@@ -59,7 +60,7 @@ def main() -> None:
     finally:
         for w in workers.values():
             w.close()
-    print(f"{args.model}, {args.backend}, batch 128; {args.windows} windows of >= {args.seconds:g} s per variant, "
+    print(f"{args.model}, {args.backend}, {args.precision}, batch 128; {args.windows} windows of >= {args.seconds:g} s per variant, "
           f"alternating; load average at the end {load()}")  # fmt: skip
     print("| environment | median img/s | min-max |")
     print("|---|---|---|")
