@@ -411,7 +411,7 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
             anything is written).
     """
     from cnncli.jaxsetup import configure
-    from cnncli.train import steps_for
+    from cnncli.train import ExtensionBuild, steps_for
 
     configure()  # host malloc and the compile cache, before this process's first JAX call starts XLA's threads
     if resume_from is not None and not committed_steps(workdir / rundir.CHECKPOINTS):
@@ -420,12 +420,7 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
             hint="check --workdir, or drop --resume-from to start a fresh run",
         )
     placement = place_run(recipe)  # the clearer error first: several devices, whatever the backend
-    def before_build(cache_dir: Path) -> None:
-        from cnncli.train import ExtensionBuild
-
-        if on_event is not None:
-            on_event(ExtensionBuild(cache_dir))
-
+    before_build = (lambda cache_dir: on_event(ExtensionBuild(cache_dir))) if on_event else None
     conv_backend, conv_note = resolve_conv_backend(recipe, placement, before_build)
     with warnings.catch_warnings(record=True) as caught:  # skipped image files and kin
         warnings.simplefilter("always", UserWarning)

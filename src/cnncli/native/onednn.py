@@ -165,8 +165,12 @@ def _library() -> ctypes.CDLL:
     lib.cnncli_onednn_supports_bf16.restype = ctypes.c_int
     lib.cnncli_onednn_plans.restype = ctypes.c_char_p
     lib.cnncli_onednn_configure.argtypes = [ctypes.c_int, ctypes.c_char_p]
-    _configure(lib, tuning_enabled(), choices_path(lib.cnncli_onednn_version().decode(), lib.cnncli_onednn_threads()))
+    _configure(lib, tuning_enabled(), _default_choices_path(lib))
     return lib
+
+
+def _default_choices_path(lib: ctypes.CDLL) -> Path | None:
+    return choices_path(lib.cnncli_onednn_version().decode(), lib.cnncli_onednn_threads())
 
 
 def tuning_enabled() -> bool:
@@ -219,9 +223,8 @@ def configure(tune: bool | None = None, path: Path | None | str = "default") -> 
     process's built convolutions, so call it while none runs.
     """
     lib = _library()
-    default = choices_path(lib.cnncli_onednn_version().decode(), lib.cnncli_onednn_threads())
     _configure(lib, tuning_enabled() if tune is None else tune,
-               default if path == "default" else (Path(path) if path else None))  # fmt: skip
+               _default_choices_path(lib) if path == "default" else (Path(path) if path else None))  # fmt: skip
 
 
 def implementations() -> dict[str, str]:

@@ -186,11 +186,7 @@ dnnl::primitive_attr Attr() {
   return attr;
 }
 
-std::mutex& CacheMutex() {
-  static std::mutex mu;
-  return mu;
-}
-
+// The plans by problem key; used under CallMutex only.
 std::unordered_map<std::string, std::unique_ptr<Plan>>& Cache() {
   static std::unordered_map<std::string, std::unique_ptr<Plan>> cache;
   return cache;
@@ -333,9 +329,12 @@ Tuning& TuningState() {
   return t;
 }
 
-// Lines "key<TAB>index<TAB>impl<TAB>timings"; a later line for a key wins. Malformed
-// lines are skipped: the record is a cache, not a contract.
-void ParseChoices(std::istream& in, Tuning& t) {
+// The record's lines "key<TAB>index<TAB>impl<TAB>timings"; a later line for a key
+// wins. Malformed lines are skipped: the record is a cache, not a contract.
+void ReadChoices(Tuning& t) {
+  t.recorded.clear();
+  if (t.path.empty()) return;
+  std::ifstream in(t.path);
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
@@ -365,20 +364,7 @@ class RecordLock {
   ~RecordLock() {
     if (fd_ >= 0) ::close(fd_);  // closing releases the lock
   }
-  // Read the whole record again (lines other processes appended since).
-  void Reread(Tuning& t) const {
-    if (fd_ < 0) return;
-    std::string text;
-    char buf[65536];
-    ssize_t n;
-    off_t at = 0;
-    while ((n = ::pread(fd_, buf, sizeof buf, at)) > 0) {
-      text.append(buf, static_cast<size_t>(n));
-      at += n;
-    }
-    std::istringstream in(text);
-    ParseChoices(in, t);
-  }
+  bool locked() const { return fd_ >= 0; }
   void Append(const std::string& line) const {
     if (fd_ < 0) return;
     const char* p = line.data();
@@ -394,13 +380,6 @@ class RecordLock {
  private:
   int fd_ = -1;
 };
-
-void ReadChoices(Tuning& t) {
-  t.recorded.clear();
-  if (t.path.empty()) return;
-  std::ifstream in(t.path);
-  ParseChoices(in, t);
-}
 
 double Milliseconds(Pass pass, Plan* plan, void* s, void* d, void* w) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -436,7 +415,7 @@ std::unique_ptr<Plan> Choose(Pass pass, const std::string& key, const memory::de
   if (!t.enabled) return MakePlan(pass, src, dst, plain, g);
   if (auto p = Recorded(t, pass, key, src, dst, plain, g)) return p;
   const RecordLock lock(t.path);
-  lock.Reread(t);  // another process may have timed this problem meanwhile
+  if (lock.locked()) ReadChoices(t);  // another process may have timed this problem meanwhile
   if (auto p = Recorded(t, pass, key, src, dst, plain, g)) return p;
   const auto names = ImplNames(pass, src, plain, dst, g);
   std::vector<std::unique_ptr<Plan>> plans(names.size());
@@ -508,20 +487,12 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
     void* d = bufs[r.dst]->untyped_data();
     void* w = bufs[r.wei]->untyped_data();
     std::lock_guard<std::mutex> lock(CallMutex());
-    Plan* plan = nullptr;
-    {
-      std::lock_guard<std::mutex> cache_lock(CacheMutex());
-      auto it = Cache().find(key);
-      if (it != Cache().end()) plan = it->second.get();
-    }
-    if (plan == nullptr) {
-      auto p = Choose(pass, key, ActivationDesc(bufs[r.src]->dimensions(), types[r.src]),
-                      ActivationDesc(bufs[r.dst]->dimensions(), types[r.dst]),
-                      WeightsDesc(bufs[r.wei]->dimensions(), groups, types[r.wei]), g, s, d, w);
-      std::lock_guard<std::mutex> cache_lock(CacheMutex());
-      plan = Cache().emplace(key, std::move(p)).first->second.get();
-    }
-    Execute(pass, plan, s, d, w);
+    auto& plan = Cache()[key];
+    if (plan == nullptr)
+      plan = Choose(pass, key, ActivationDesc(bufs[r.src]->dimensions(), types[r.src]),
+                    ActivationDesc(bufs[r.dst]->dimensions(), types[r.dst]),
+                    WeightsDesc(bufs[r.wei]->dimensions(), groups, types[r.wei]), g, s, d, w);
+    Execute(pass, plan.get(), s, d, w);
     return ffi::Error::Success();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("cnncli oneDNN conv: ") + e.what());
@@ -714,7 +685,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(cnncli_onednn_conv_bwd_weights, CNNCLI_CONV_BINDIN
 extern "C" int cnncli_onednn_configure(int tune, const char* path) {
   try {
     std::lock_guard<std::mutex> lock(CallMutex());
-    std::lock_guard<std::mutex> cache_lock(CacheMutex());
     Tuning& t = TuningState();
     t.enabled = tune != 0;
     t.path = path ? path : "";
@@ -734,7 +704,7 @@ extern "C" int cnncli_onednn_threads() { return omp_get_max_threads(); }
 extern "C" const char* cnncli_onednn_plans() {
   static std::string text;  // the caller copies it before the next call (onednn.implementations)
   try {
-    std::lock_guard<std::mutex> lock(CacheMutex());
+    std::lock_guard<std::mutex> lock(CallMutex());
     std::ostringstream out;
     for (const auto& [key, plan] : Cache()) out << key << '\t' << plan->index << '\t' << plan->impl << '\n';
     text = out.str();
