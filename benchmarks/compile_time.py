@@ -36,10 +36,15 @@ def child(model: str, variant: str) -> dict:
     import optax
     from flax import nnx
 
-    from cnncli import profiling
-    from cnncli.jaxsetup import configure
     from cnncli.models import build_model
-    from cnncli.steps import StepConfig, fresh_state, make_train_step, trainable_filter
+    from cnncli.runtime.jaxsetup import configure
+    from cnncli.train import profiling
+    from cnncli.train.step import (
+        StepConfig,
+        fresh_state,
+        make_train_step,
+        trainable_filter,
+    )
 
     configure()
     if variant == "flax-bn":

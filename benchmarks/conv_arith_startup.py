@@ -26,7 +26,7 @@ CLI = Path(sys.executable).with_name("cnncli")
 
 COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
-    'python -c "import cnncli.cli"': [sys.executable, "-c", "import cnncli.cli"],
+    'python -c "import cnncli.cli.app"': [sys.executable, "-c", "import cnncli.cli.app"],
     "cnncli conv-arith 224 -k 7 -s 2 -p 3": [str(CLI), "conv-arith", "224", "-k", "7", "-s", "2", "-p", "3"],
     "cnncli conv-arith 224x224x3 --arch resnet50": [str(CLI), "conv-arith", "224x224x3", "--arch", "resnet50"],
     "cnncli conv-arith 224x224x3 --arch resnet50 --json": [str(CLI), "conv-arith", "224x224x3", "--arch", "resnet50", "--json"],

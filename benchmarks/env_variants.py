@@ -6,7 +6,7 @@ Run: ``uv run python benchmarks/env_variants.py --model resnet20 --backend onedn
 Some settings are read once per process, before anything runs: OpenMP's
 (``OMP_*``, ``GOMP_*``, read when libgomp loads), glibc's malloc, XLA's flags. So
 each variant is its own long-lived worker (`vs_pytorch.py`'s jax worker: cnncli's
-real step, `cnncli.profiling.synthetic_step`, host malloc tuned as the CLI does),
+real step, `cnncli.train.profiling.synthetic_step`, host malloc tuned as the CLI does),
 started with ``VAR=VALUE`` pairs added to this process's environment (``default``: none),
 and the windows alternate between the workers, rotating who goes first. Prints the
 median images/s per variant with min-max.

@@ -3,7 +3,7 @@
 What the train step does before the model, nothing after: gather a batch from the
 on-device uint8 training set by the epoch's permutation, convert and normalize it,
 one-hot the labels, and run the recipe's augmentation, one jitted call per batch
-(as `cnncli.steps.make_train_step` does). Compare with the train step's images/s in
+(as `cnncli.train.step.make_train_step` does). Compare with the train step's images/s in
 BENCHMARKS.md: as long as this is far higher, data never starves the step.
 
 Data: random uint8 images shaped like CIFAR-10 (N x 32 x 32 x 3, 10 classes).
@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnncli.augment import make_augment
-from cnncli.data import Dataset, Split, channel_stats
-from cnncli.steps import StepConfig, preprocess
+from cnncli.data.augment.core import make_augment
+from cnncli.data.base import Dataset, Split, channel_stats
+from cnncli.train.step import StepConfig, preprocess
 
 PIPELINES = {
     "none": [],

@@ -2,13 +2,13 @@
 
 Run: ``uv run python benchmarks/levers.py [--model resnet20] [--windows 8] [--variants a,b,...]``
 
-Each variant is cnncli's real step (`cnncli.profiling.synthetic_step`) built with
+Each variant is cnncli's real step (`cnncli.train.profiling.synthetic_step`) built with
 one lever changed; the windows alternate between variants, and each reports wall
 images/s and process CPU milliseconds per step. On a shared machine the CPU time
 is the steadier number (time the process was descheduled does not count), so the
 table shows both. Variants:
 
-- ``default``: what cnncli ships (`cnncli.steps.xla_options`, `cnncli.models.norm.BatchNorm`).
+- ``default``: what cnncli ships (`cnncli.train.step.xla_options`, `cnncli.models.norm.BatchNorm`).
 - ``xla-defaults``: no cnncli XLA options (XLA's default YNNPACK fusion set).
 - ``flax-bn``: `nnx.BatchNorm` and `nnx.Conv.__call__` instead of cnncli's.
 - ``flax-bn+xla-defaults``: both of the above (the code before issue #8).
@@ -132,8 +132,8 @@ def reduce_window_pools():
 
 
 def build(variant: str, model: str, shape, batch_size: int):
-    from cnncli.profiling import synthetic_step
-    from cnncli.steps import CPU_COMPILER_OPTIONS
+    from cnncli.train.profiling import synthetic_step
+    from cnncli.train.step import CPU_COMPILER_OPTIONS
 
     options: dict | str | None = "auto"
     precision = "fp32"

@@ -1,11 +1,11 @@
-"""Host malloc tuning (`cnncli.jaxsetup.tune_host_malloc`) on and off, fresh processes, alternating.
+"""Host malloc tuning (`cnncli.runtime.jaxsetup.tune_host_malloc`) on and off, fresh processes, alternating.
 
 Run: ``uv run python benchmarks/malloc.py [--model resnet20] [--runs 3] [--backends xla,onednn]``
 
 glibc's settings are per process and must be made before JAX starts its threads,
 so every measurement is its own process: ``CNNCLI_MALLOC=system`` (glibc's
 defaults) against cnncli's settings, for each conv backend, alternating. Each
-process compiles cnncli's real step (`cnncli.profiling.synthetic_step`), warms up,
+process compiles cnncli's real step (`cnncli.train.profiling.synthetic_step`), warms up,
 then times 3 windows and reports the median images/s, the minor page faults per
 step (``getrusage``) and the peak resident size.
 """
@@ -31,10 +31,10 @@ MODELS = {
 def child(model: str, backend: str) -> dict:
     import resource
 
-    from cnncli.jaxsetup import tune_host_malloc
+    from cnncli.runtime.jaxsetup import tune_host_malloc
 
     tuned = tune_host_malloc()  # before JAX starts (a no-op under CNNCLI_MALLOC=system)
-    from cnncli.profiling import synthetic_step
+    from cnncli.train.profiling import synthetic_step
 
     tokens, shape, steps = MODELS[model]
     bench = synthetic_step(tokens, shape, conv_backend=backend)

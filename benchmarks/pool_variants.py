@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cnncli import layers
+from cnncli.arith import layers
 from cnncli.models import build_model, pooling
 
 # name -> (input shape, window, strides, pads)

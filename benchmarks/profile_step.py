@@ -4,8 +4,8 @@ Run: ``uv run python benchmarks/profile_step.py resnet20 --shape 32x32x3 [--step
 [--out runs/profile-resnet20] [--precision bf16] [--hlo]``
 
 With ``--conv-backend onednn`` it also lists the oneDNN implementation each
-convolution pass ran. The step is the real one (`cnncli.profiling.synthetic_step`); the trace lands in
-``--out`` (Perfetto JSON + XProf ``.xplane.pb``) and `cnncli.profiling.format_top_ops`
+convolution pass ran. The step is the real one (`cnncli.train.profiling.synthetic_step`); the trace lands in
+``--out`` (Perfetto JSON + XProf ``.xplane.pb``) and `cnncli.train.profiling.format_top_ops`
 prints the table. ``--hlo`` also writes the optimized HLO next to it, to look up
 what a fusion named in the table computes. For a recipe's own step use
 ``cnncli train RECIPE --profile N`` (same table, same trace layout).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cnncli.profiling import format_top_ops, profile_steps, synthetic_step
+from cnncli.train.profiling import format_top_ops, profile_steps, synthetic_step
 
 
 def main() -> None:

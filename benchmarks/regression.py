@@ -4,8 +4,8 @@ Run: ``uv run python benchmarks/regression.py`` (about 30 s on 2 busy cores).
 
 Both steps train the same small CNN (``--model``, default the 2-conv CNN of
 ``vs_pytorch.py``) on the same batch with SGD + momentum 0.9, in one process,
-alternating timed windows: cnncli's real step (`cnncli.profiling.synthetic_step`:
-`cnncli.steps.make_train_step`, on-device data, donation, cnncli's models and XLA
+alternating timed windows: cnncli's real step (`cnncli.train.profiling.synthetic_step`:
+`cnncli.train.step.make_train_step`, on-device data, donation, cnncli's models and XLA
 options) and a baseline written the plain way in about 30 lines of JAX (a params
 dict, ``lax.conv_general_dilated``, ``lax.reduce_window`` max pooling, optax,
 ``jax.jit`` with donation; what a user would write first). A ratio is robust to the
@@ -93,7 +93,7 @@ def window(run_one, state, seconds: float, min_steps: int = 3):
 def compare(name: str, batch_size: int, windows: int, seconds: float) -> float:
     import numpy as np
 
-    from cnncli.profiling import synthetic_step
+    from cnncli.train.profiling import synthetic_step
 
     tokens, shape, widths = MODELS[name]
     t0 = time.perf_counter()

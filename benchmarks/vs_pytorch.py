@@ -7,7 +7,7 @@ Run (the project venv drives; PyTorch runs in its own Python, see BENCHMARKS.md)
 
 Worker processes stay alive for the whole run: this script re-run as ``--worker
 jax``, once per cnncli conv backend (``--backends xla,onednn``; cnncli's real step:
-`cnncli.profiling.synthetic_step`, i.e. `cnncli.steps.make_train_step` with
+`cnncli.train.profiling.synthetic_step`, i.e. `cnncli.train.step.make_train_step` with
 donation, the training set on the device, AOT compiled, host malloc tuned as the CLI
 does), and ``benchmarks/torch_worker.py``, once with glibc's default malloc and once
 with cnncli's malloc settings given through ``GLIBC_TUNABLES`` (``--torch-malloc``),
@@ -17,7 +17,7 @@ this machine's speed drifts 10-20% between runs and other processes share it. A
 window is at least ``--seconds`` of back-to-back steps (3 at least). The first jax
 worker also measures the float32 matmul peak (``benchmarks/matmul_peak.py``) in
 windows of its own (before each network and at the end; the best one counts), for
-the MFU: forward FLOPs (`cnncli.geometry.analyze`, 2 x MACs) x 3 x images/s / peak.
+the MFU: forward FLOPs (`cnncli.arith.geometry.analyze`, 2 x MACs) x 3 x images/s / peak.
 
 Prints a markdown table: median images/s over the windows, min-max, the ratio of
 each cnncli backend to the best PyTorch contestant (ratio of medians), and MFU. ``--json FILE`` saves
@@ -51,7 +51,7 @@ MODELS = {
 
 def jax_worker() -> None:
     """Serve setup/window/matmul requests (JSON lines) with cnncli's compiled step."""
-    from cnncli.jaxsetup import tune_host_malloc
+    from cnncli.runtime.jaxsetup import tune_host_malloc
 
     tune_host_malloc()  # as the cnncli CLI does, before JAX starts its threads
     bench = None
@@ -80,7 +80,7 @@ def jax_worker() -> None:
 def _jax_setup(msg: dict) -> dict:
     import jax
 
-    from cnncli.profiling import synthetic_step
+    from cnncli.train.profiling import synthetic_step
 
     model, shape = MODELS[msg["model"]]
     t0 = time.perf_counter()
@@ -224,7 +224,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker == "jax":
         return jax_worker()
-    from cnncli.jaxsetup import glibc_tunables  # pure Python; the driver itself runs no jax
+    from cnncli.runtime.jaxsetup import (
+        glibc_tunables,  # pure Python; the driver itself runs no jax
+    )
 
     args.layouts = args.layouts.split(",")
     me = [sys.executable, str(Path(__file__).resolve()), "--worker", "jax"]
@@ -234,7 +236,7 @@ def main() -> None:
     torchws = {}
     if args.torch_python:
         for mode in args.torch_malloc.split(","):
-            # the settings cnncli applies in-process (cnncli.jaxsetup.tune_host_malloc)
+            # the settings cnncli applies in-process (cnncli.runtime.jaxsetup.tune_host_malloc)
             env = dict(os.environ, GLIBC_TUNABLES=glibc_tunables()) if mode == "tuned" else None
             torchws[mode] = Worker([args.torch_python, str(HERE / "torch_worker.py")], env=env)
     first = next(iter(jaxws.values()))

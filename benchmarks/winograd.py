@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    from cnncli.jaxsetup import configure
+    from cnncli.runtime.jaxsetup import configure
 
     configure()
     methods = {"xla": direct, "winograd F(2x2)": lambda x, w: winograd(x, w, 2),

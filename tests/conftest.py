@@ -39,8 +39,8 @@ def write_recipe(directory: Path, text: str = TINY_RECIPE, name: str = "tiny.tom
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A real 2-epoch run of TINY_RECIPE on the digits; read-only for tests (copy to modify)."""
-    from cnncli.recipe import load_recipe
-    from cnncli.train import fit
+    from cnncli.config.recipe import load_recipe
+    from cnncli.train.loop import fit
 
     root = tmp_path_factory.mktemp("trained")
     recipe = write_recipe(root)
@@ -57,7 +57,7 @@ STATE_PARTS = ("params", "rest", "opt", "ema", "step")  # what a bit-identical r
 
 def state_digest(workdir: Path, step: int | str = "latest") -> str:
     """sha256 over every array (parameters, batch statistics, optimizer state, step) of a checkpoint."""
-    from cnncli.checkpoint import Checkpoints, tree_digest
+    from cnncli.runs.checkpoint import Checkpoints, tree_digest
 
     store = Checkpoints(Path(workdir) / "checkpoints", async_save=False)
     try:
@@ -70,8 +70,8 @@ def state_digest(workdir: Path, step: int | str = "latest") -> str:
 @pytest.fixture(scope="session")
 def straight_run(tmp_path_factory) -> Path:
     """RESUME_RECIPE trained 44 steps without interruption: the reference for resume tests."""
-    from cnncli.recipe import load_recipe
-    from cnncli.train import fit
+    from cnncli.config.recipe import load_recipe
+    from cnncli.train.loop import fit
 
     root = tmp_path_factory.mktemp("straight")
     recipe = write_recipe(root, RESUME_RECIPE)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnncli import arith
+from cnncli.arith import formulas as arith
 from cnncli.errors import LayerError, ShapeError
 
 

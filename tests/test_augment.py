@@ -9,11 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnncli.augment import OPS, Context, make_augment, op_arguments, validate_ops
-from cnncli.augment_geometry import POLICY, warp
-from cnncli.data import Dataset, Split, channel_stats
+from cnncli.config.recipe import AugmentOp
+from cnncli.data.augment.core import (
+    OPS,
+    Context,
+    make_augment,
+    op_arguments,
+    validate_ops,
+)
+from cnncli.data.augment.geometric import POLICY, warp
+from cnncli.data.base import Dataset, Split, channel_stats
 from cnncli.errors import RecipeError
-from cnncli.recipe import AugmentOp
 
 B, K = 8, 10  # batch size, classes: labels 0..7 are distinct, so targets identify each source example
 

@@ -19,9 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnncli import checkpoint_fs as fs
-from cnncli.checkpoint import Checkpoints, digests, from_tree, state_nbytes, to_tree, tree_digest
 from cnncli.errors import CheckpointError
+from cnncli.runs import checkpoint_fs as fs
+from cnncli.runs.checkpoint import (
+    Checkpoints,
+    digests,
+    from_tree,
+    state_nbytes,
+    to_tree,
+    tree_digest,
+)
 
 
 def state(value: float = 1.0):
@@ -278,7 +285,7 @@ def test_checkpoint_files_are_never_unpickled(tmp_path, monkeypatch):
 SAVE_FROM_4_DEVICES = """
 import sys, jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from cnncli.checkpoint import Checkpoints
+from cnncli.runs.checkpoint import Checkpoints
 assert jax.device_count() == 4
 store = Checkpoints(sys.argv[1], keep=10)
 tree, meta = store.restore_tree(store.latest())
@@ -303,7 +310,7 @@ def test_a_checkpoint_saved_from_4_devices_evaluates_on_1(straight_run, tmp_path
                           text=True, timeout=300, env=env | {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})  # fmt: skip
     assert four.returncode == 0, four.stderr
     assert int(four.stdout) >= 2  # conv kernels and more were really sharded
-    one = subprocess.run([sys.executable, "-m", "cnncli.cli", "eval", str(run), "--checkpoint", "45", "--json"],
+    one = subprocess.run([sys.executable, "-m", "cnncli.cli.app", "eval", str(run), "--checkpoint", "45", "--json"],
                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert one.returncode == 0, one.stderr
     summary = json.loads((straight_run / "summary.json").read_text())
@@ -312,7 +319,7 @@ def test_a_checkpoint_saved_from_4_devices_evaluates_on_1(straight_run, tmp_path
 
 LARGE_SAVE = """
 import sys, numpy as np
-from cnncli.checkpoint import Checkpoints, tree_digest, to_tree
+from cnncli.runs.checkpoint import Checkpoints, tree_digest, to_tree
 big = lambda v: {"w%d" % i: np.full((1024, 1024, 8), v + i, np.float32) for i in range(6)}  # 6 x 32 MB
 store = Checkpoints(sys.argv[1], keep=1, async_save=True)
 store.save(1, big(1.0), {"epoch": 0, "index": 0})
@@ -353,7 +360,7 @@ def test_kill_9_at_a_random_moment_of_a_large_save_never_loses_the_previous_step
 
 
 def test_setting_aside_twice_within_one_second_keeps_both(tmp_path):
-    from cnncli import checkpoint_fs as fs
+    from cnncli.runs import checkpoint_fs as fs
 
     for n in (1, 2):
         (tmp_path / "44").mkdir()

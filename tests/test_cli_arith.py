@@ -1,4 +1,4 @@
-"""``cnncli conv-arith`` end to end through `cnncli.cli.main`: every form, JSON keys,
+"""``cnncli conv-arith`` end to end through `cnncli.cli.app.main`: every form, JSON keys,
 exit codes (2 usage, 1 user error), stdout/stderr split, and no colour when piped."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from cnncli import zoo
-from cnncli.cli import main
+from cnncli.arith import zoo
+from cnncli.cli.app import main
 
 ANSI = re.compile(r"\x1b\[")
 
@@ -251,7 +251,7 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
 def test_no_ansi_when_piped():
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     proc = subprocess.run(
-        [sys.executable, "-c", "from cnncli.cli import main; main()", "conv-arith", "7x7x3", "maxpool:k=2"],
+        [sys.executable, "-c", "from cnncli.cli.app import main; main()", "conv-arith", "7x7x3", "maxpool:k=2"],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0

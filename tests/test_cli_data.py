@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
-from cnncli.cli import main
-
 from conftest import TINY_RECIPE, write_recipe
+
+from cnncli.cli.app import main
 
 
 class TinyCliDigits(tfds.core.GeneratorBasedBuilder):
@@ -70,7 +69,7 @@ def test_prepare_refuses_sources_that_need_no_preparing(capsys):
 
 
 def test_prepare_says_how_to_get_tensorflow_without_touching_the_network(tmp_path, capsys, monkeypatch):
-    from cnncli.data import tfds_source
+    from cnncli.data import tfds as tfds_source
 
     monkeypatch.setattr(tfds_source, "has_tensorflow", lambda: False)
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda *a, **k: pytest.fail("downloaded"))
@@ -130,9 +129,9 @@ def test_preview_draws_the_first_augmented_batch_with_mixed_labels(tmp_path, cap
 def test_preview_without_augment_shows_the_raw_first_batch(tmp_path):
     import jax
 
-    from cnncli.cli_data import augmented_batch
-    from cnncli.data import load_dataset
-    from cnncli.recipe import load_recipe
+    from cnncli.cli.data import augmented_batch
+    from cnncli.config.recipe import load_recipe
+    from cnncli.data.base import load_dataset
 
     recipe = load_recipe(write_recipe(tmp_path))
     data = load_dataset(recipe.data)
@@ -150,7 +149,7 @@ def test_preview_rejects_an_unknown_op_naming_its_key(tmp_path, capsys):
 
 
 def test_half_blocks_pack_two_pixel_rows_per_line():
-    from cnncli.report_data import half_blocks
+    from cnncli.report.data import half_blocks
 
     images = np.zeros((2, 4, 4, 1), np.float32)
     images[0, :2] = 1.0  # first image: white top half

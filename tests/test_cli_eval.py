@@ -15,7 +15,7 @@ EVAL_KEYS = ["accuracy", "loss", "num_examples", "top5_accuracy", "per_class", "
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run ``cnncli ARGV``; return (exit code, stdout, stderr)."""
-    from cnncli.cli import main
+    from cnncli.cli.app import main
 
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -99,8 +99,8 @@ def test_predict_json_and_table(trained_run, tmp_path, capsys):
 
 def test_eval_a_run_without_batch_norm(tmp_path, capsys):
     """A model with no bn/dropout saves no 'rest' state (orbax drops empty subtrees)."""
-    from cnncli.recipe import load_recipe
-    from cnncli.train import fit
+    from cnncli.config.recipe import load_recipe
+    from cnncli.train.loop import fit
 
     recipe = tmp_path / "plain.toml"
     recipe.write_text('[data]\nsource = "digits"\n[model]\nlayers = ["conv:c=4,k=3", "relu", "gap", "dense"]\n'

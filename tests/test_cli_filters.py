@@ -11,7 +11,7 @@ from PIL import Image
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run ``cnncli ARGV``; return (exit code, stdout, stderr)."""
-    from cnncli.cli import main
+    from cnncli.cli.app import main
 
     with pytest.raises(SystemExit) as exc:
         main(argv)

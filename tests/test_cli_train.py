@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-
-from cnncli.cli import main
-
 from conftest import RESUME_RECIPE, TINY_RECIPE, state_digest, write_recipe
+
+from cnncli.cli.app import main
 
 
 def cli(argv, capsys):
@@ -47,7 +46,7 @@ def test_dry_run_json_compiles_nothing(tmp_path, capsys):
 
 
 def test_dry_run_for_people(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)  # as if stdout were a terminal
+    monkeypatch.setattr("cnncli.report.console.is_interactive", lambda: True)  # as if stdout were a terminal
     recipe = write_recipe(tmp_path, TINY_RECIPE.replace("[train]", '[schedule]\nname = "cosine"\n\n[train]'))
     code, out, _ = cli(["train", str(recipe), "--dry-run"], capsys)
     assert code == 0
@@ -95,7 +94,7 @@ def test_version_and_top_level_help(capsys):
 
 def test_debug_shows_the_traceback(tmp_path):
     recipe = write_recipe(tmp_path, TINY_RECIPE.replace("epochs = 2", "epoch = 2"))
-    proc = subprocess.run([sys.executable, "-m", "cnncli.cli", "--debug", "train", str(recipe)],
+    proc = subprocess.run([sys.executable, "-m", "cnncli.cli.app", "--debug", "train", str(recipe)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "RecipeError" in proc.stderr
 
@@ -126,7 +125,7 @@ def test_a_resumed_run_says_so_in_json_and_for_people(tmp_path, capsys, monkeypa
     summary = json.loads(out.splitlines()[-1])
     assert summary["resumed_from"] == {"step": 30, "epoch": 1, "index": 8, "learning_rate": 0.01}
     assert "moved the newer checkpoints [40, 44]" in err  # a warning, on stderr
-    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)
+    monkeypatch.setattr("cnncli.report.console.is_interactive", lambda: True)
     code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--resume-from", "40"], capsys)
     assert code == 0, err
     assert "resuming from step 40 (epoch 2 at batch 18, learning rate 0.01)" in err
@@ -153,7 +152,7 @@ def test_profile_traces_steps_and_prints_the_top_ops(tmp_path, capsys):
 
 
 def test_ctrl_c_outside_training_exits_130_without_a_traceback(monkeypatch, capsys):
-    from cnncli import jaxsetup
+    from cnncli.runtime import jaxsetup
 
     def interrupted():
         raise KeyboardInterrupt
@@ -169,7 +168,7 @@ def test_resuming_a_finished_run_says_there_is_nothing_left(tmp_path, capsys, mo
 
     recipe = write_recipe(tmp_path, RESUME_RECIPE)
     shutil.copytree(straight_run, tmp_path / "w")
-    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)
+    monkeypatch.setattr("cnncli.report.console.is_interactive", lambda: True)
     code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "w")], capsys)
     assert code == 0, err
     assert "the run already finished its 44 steps: nothing left to train" in " ".join(err.split())
@@ -204,7 +203,7 @@ def test_the_flag_hint_also_follows_debug_and_leaves_option_values_alone(tmp_pat
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     code, _, err = cli(["--debug", "train", str(recipe), "--epochs", "3"], capsys)
     assert code == 2 and "hint: --set train.epochs=3" in err
-    from cnncli.cli import recipe_flag_error
+    from cnncli.cli.app import recipe_flag_error
 
     assert recipe_flag_error(["train", str(recipe), "--workdir", "--lr"]) is None  # a (strange) path, click's to judge
     assert recipe_flag_error(["train", str(recipe), "--", "--epochs"]) is None

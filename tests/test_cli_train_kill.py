@@ -17,18 +17,17 @@ import time
 from pathlib import Path
 
 import pytest
-
-from cnncli import checkpoint_fs as fs
-from cnncli.checkpoint import Checkpoints
-
 from conftest import RESUME_RECIPE, state_digest, write_recipe
+
+from cnncli.runs import checkpoint_fs as fs
+from cnncli.runs.checkpoint import Checkpoints
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 300  # seconds for any one cnncli process (a loaded 2-core machine)
 
 
 def cnncli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cnncli.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "cnncli.cli.app", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=os.environ | (env or {}))  # fmt: skip
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnncli.data import channel_stats, load_dataset, load_split
+from cnncli.config.recipe import DataConfig
+from cnncli.data.base import channel_stats, load_dataset, load_split
 from cnncli.errors import DataError
-from cnncli.recipe import DataConfig
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnncli.data import load_dataset, load_split
-from cnncli.data.external import DataWarning, split_sizes
+from cnncli.config.recipe import DataConfig
+from cnncli.data.base import load_dataset, load_split
+from cnncli.data.imageops import DataWarning, split_sizes
 from cnncli.errors import DataError
-from cnncli.recipe import DataConfig
 
 CLASSES = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}  # RGB of each class
 
@@ -117,9 +117,9 @@ def test_over_the_memory_budget_fails_before_decoding(tmp_path):
 
 
 def test_a_folder_of_pngs_trains_and_evaluates_end_to_end(tmp_path, capsys):
-    from cnncli.cli import main
-    from cnncli.recipe import load_recipe
-    from cnncli.train import fit
+    from cnncli.cli.app import main
+    from cnncli.config.recipe import load_recipe
+    from cnncli.train.loop import fit
 
     make_folder(tmp_path / "colours", per_class=(8, 3))
     recipe = tmp_path / "colours.toml"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cnncli.data import load_dataset, load_split
-from cnncli.data.external import split_sizes
+from cnncli.config.recipe import DataConfig, validate
+from cnncli.data.base import load_dataset, load_split
+from cnncli.data.imageops import split_sizes
 from cnncli.errors import DataError
-from cnncli.recipe import DataConfig, validate
 
 SIDE, TRAIN, TEST = 8, 30, 12  # pixels; examples per split
 NAMES = ["ring", "bar", "dot"]
@@ -125,7 +125,7 @@ def test_a_split_over_the_memory_budget_fails_before_reading():
 
 
 def test_trains_end_to_end_on_the_prepared_dataset(data_dir, tmp_path):
-    from cnncli.train import fit
+    from cnncli.train.loop import fit
 
     recipe = validate({
         "data": {"source": "tfds:tiny_patterns", "data_dir": str(data_dir), "batch_size": 10, "eval_split": "test",

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 
-from cnncli.datashape import peek
-from cnncli.recipe import DataConfig
+from cnncli.config.datashape import peek
+from cnncli.config.recipe import DataConfig
 
 
 def test_digits_and_folder():
@@ -37,7 +37,7 @@ def test_conv_arith_reads_a_recipe_without_numpy(tmp_path):
     recipe.write_text('[data]\nsource = "npz:d.npz"\n[model]\nlayers = ["conv:c=4,k=3", "gap", "dense"]\n'
                       "[train]\nepochs = 1\n")  # fmt: skip
     code = (
-        "import sys, json; from cnncli.cli import main\n"
+        "import sys, json; from cnncli.cli.app import main\n"
         f"try: main(['conv-arith', {str(recipe)!r}, '--json'])\n"
         "except SystemExit as e: assert e.code in (0, None), e.code\n"
         "sys.stderr.write(json.dumps(['numpy' in sys.modules, 'jax' in sys.modules]))\n"

@@ -15,7 +15,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import TINY_RECIPE, write_recipe
 
 TIMEOUT = 240  # seconds per subprocess: import + compile + a few steps on 2 loaded cores
@@ -36,7 +35,7 @@ SGD = ["--set", "optimizer.name=momentum", "--set", "optimizer.learning_rate=0.0
 
 
 def train(recipe, workdir, *, devices=None, extra=()):
-    cmd = [sys.executable, "-m", "cnncli.cli", "train", str(recipe), "--workdir", str(workdir), "--json", *SGD, *extra]
+    cmd = [sys.executable, "-m", "cnncli.cli.app", "train", str(recipe), "--workdir", str(workdir), "--json", *SGD, *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env_with(devices))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -46,8 +45,8 @@ def params_of(workdir) -> dict[str, np.ndarray]:
     """The final parameters, restored on this (single-device) process."""
     from flax import nnx
 
-    from cnncli.checkpoint import flat_tree, to_tree
-    from cnncli.runs import load_run
+    from cnncli.runs.checkpoint import flat_tree, to_tree
+    from cnncli.runs.load import load_run
 
     return flat_tree(to_tree(nnx.state(load_run(workdir).model, nnx.Param)))
 
@@ -84,9 +83,9 @@ SHARDING_PROBE = textwrap.dedent(
     """
     import json, sys
     import jax
-    from cnncli.recipe import load_recipe
-    from cnncli.session import build_session
-    from cnncli.steps import gather_batch
+    from cnncli.config.recipe import load_recipe
+    from cnncli.train.session import build_session
+    from cnncli.train.step import gather_batch
     from pathlib import Path
 
     sess = build_session(load_recipe(sys.argv[1], ["train.epochs=null", "train.steps=2"]), Path(sys.argv[2]))
@@ -131,7 +130,7 @@ def test_on_four_devices_params_are_replicated_and_the_batch_is_split(tmp_path):
 
 def test_a_batch_that_does_not_split_names_the_nearest_sizes(tmp_path):
     recipe = write_recipe(tmp_path, TINY_RECIPE)
-    cmd = [sys.executable, "-m", "cnncli.cli", "train", str(recipe), "--workdir", str(tmp_path / "w"), "--set", "data.batch_size=62"]
+    cmd = [sys.executable, "-m", "cnncli.cli.app", "train", str(recipe), "--workdir", str(tmp_path / "w"), "--set", "data.batch_size=62"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env_with(4))
     assert proc.returncode == 1  # a recipe value that does not fit this machine
     assert "error: data.batch_size = 62 does not split over 4 devices" in proc.stderr
@@ -153,7 +152,7 @@ def test_two_processes_over_loopback_agree_with_one(tmp_path):
     workdir = tmp_path / "two"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "cnncli.cli", "train", str(recipe), "--workdir", str(workdir), "--json",
+            [sys.executable, "-m", "cnncli.cli.app", "train", str(recipe), "--workdir", str(workdir), "--json",
              *SGD, "--set", "train.epochs=null", "--set", "train.steps=8", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
              "--process-id", str(i)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with(None),
@@ -175,7 +174,7 @@ def test_two_processes_over_loopback_agree_with_one(tmp_path):
 
 
 def test_a_mesh_larger_than_the_machine_is_a_recipe_error(tmp_path, capsys):
-    from cnncli.cli import main
+    from cnncli.cli.app import main
 
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     with pytest.raises(SystemExit) as info:

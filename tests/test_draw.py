@@ -14,7 +14,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from jax import lax  # noqa: E402
 
-from cnncli import arith, draw  # noqa: E402
+from cnncli.arith import draw
+from cnncli.arith import formulas as arith  # noqa: E402
 from cnncli.errors import UsageError  # noqa: E402
 
 NP_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "edge": "edge"}

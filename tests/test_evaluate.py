@@ -1,4 +1,4 @@
-"""cnncli.evaluate: metrics on hand-built logits, and a real run's evaluation."""
+"""cnncli.inspect.evaluate: metrics on hand-built logits, and a real run's evaluation."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from cnncli.errors import DataError, UsageError
-from cnncli.evaluate import (
+from cnncli.inspect.evaluate import (
     classification_metrics,
     evaluate_run,
     expected_calibration_error,
     most_confidently_wrong,
     softmax,
 )
-from cnncli.predict import predict_files
+from cnncli.inspect.predict import predict_files
 
 NAMES3 = ["cat", "dog", "fox"]
 
@@ -82,7 +82,7 @@ def test_most_confidently_wrong_order():
 
 @pytest.fixture(scope="module")
 def loaded(trained_run):
-    from cnncli.runs import load_run
+    from cnncli.runs.load import load_run
 
     return load_run(trained_run)
 

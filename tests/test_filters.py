@@ -1,4 +1,4 @@
-"""cnncli.filters and cnncli.activations: grids, health, receptive-field boxes, feature maps, patches."""
+"""cnncli.inspect.filters and cnncli.inspect.activations: grids, health, receptive-field boxes, feature maps, patches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnncli.errors import UsageError
-from cnncli.filters import (
+from cnncli.inspect.filters import (
     DEAD_FRACTION,
     DUPLICATE_COSINE,
     conv_layers,
@@ -91,7 +91,7 @@ def test_dead_threshold_and_init_distance():
 # --------------------------------------------------------------- real run
 @pytest.fixture(scope="module")
 def loaded(trained_run):
-    from cnncli.runs import load_run
+    from cnncli.runs.load import load_run
 
     return load_run(trained_run)
 
@@ -113,7 +113,7 @@ def test_unknown_layer_lists_the_valid_names(loaded):
 def test_zeroed_filter_is_flagged_dead_and_near_zero(trained_run, tmp_path):
     import jax.numpy as jnp
 
-    from cnncli.runs import load_run
+    from cnncli.runs.load import load_run
 
     run = load_run(shutil.copytree(trained_run, tmp_path / "run"))
     conv = run.model.conv2  # conv2 -> relu2: a zero kernel with bias -1 never fires
@@ -131,7 +131,7 @@ def test_zeroed_filter_is_flagged_dead_and_near_zero(trained_run, tmp_path):
 
 
 def test_dead_fractions_need_a_relu_response(loaded):
-    from cnncli.evaluate import load_eval_split
+    from cnncli.inspect.evaluate import load_eval_split
 
     data, *_ = load_eval_split(loaded)
     info, _ = find_conv(loaded, "conv1")
@@ -155,9 +155,9 @@ def _support_boxes(tokens: str, shape: tuple[int, ...], layer: str):
     import jax.numpy as jnp
     from flax import nnx
 
-    from cnncli.activations import rf_box
-    from cnncli.geometry import analyze
-    from cnncli.layers import parse_layers
+    from cnncli.arith.geometry import analyze
+    from cnncli.arith.layers import parse_layers
+    from cnncli.inspect.activations import rf_box
     from cnncli.models import build_model
 
     specs = parse_layers(tokens)
@@ -194,7 +194,7 @@ def test_rf_box_with_dilation_bounds_the_support():
 
 
 def test_rf_box_by_hand(loaded):
-    from cnncli.activations import _analysis, rf_box
+    from cnncli.inspect.activations import _analysis, rf_box
 
     analysis = _analysis(loaded)
     # conv1 k3 same: position (0, 0) sees rows/cols -1..1 (one of padding)
@@ -256,9 +256,9 @@ steps = 2
 
 @pytest.fixture(scope="module")
 def run_1d(tmp_path_factory):
-    from cnncli.recipe import load_recipe
-    from cnncli.runs import load_run
-    from cnncli.train import fit
+    from cnncli.config.recipe import load_recipe
+    from cnncli.runs.load import load_run
+    from cnncli.train.loop import fit
 
     root = tmp_path_factory.mktemp("oned")
     rng = np.random.default_rng(0)

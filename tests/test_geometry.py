@@ -1,4 +1,4 @@
-"""`cnncli.geometry` against what JAX computes, plus its counting and RF conventions.
+"""`cnncli.arith.geometry` against what JAX computes, plus its counting and RF conventions.
 
 Shapes: `jax.eval_shape` over `jax.lax.conv_general_dilated` (explicit (lo, hi) pads,
 SAME, VALID, strides, dilation, groups; 1-D, 2-D, 3-D), `jax.lax.conv_transpose` (and
@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from jax import lax  # noqa: E402
 
-from cnncli import arith  # noqa: E402
+from cnncli.arith import formulas as arith  # noqa: E402
+from cnncli.arith.geometry import analyze  # noqa: E402
+from cnncli.arith.layers import parse_layers  # noqa: E402
 from cnncli.errors import LayerError, ShapeError  # noqa: E402
-from cnncli.geometry import analyze  # noqa: E402
-from cnncli.layers import parse_layers  # noqa: E402
 
 DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

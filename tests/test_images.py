@@ -1,4 +1,4 @@
-"""cnncli.images and cnncli.figures: PNGs read back with Pillow (size, mode), terminal half blocks."""
+"""cnncli.pictures.images and cnncli.pictures.figures: PNGs read back with Pillow (size, mode), terminal half blocks."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnncli import figures, images
-from cnncli.activations import ActivatingPatches, FeatureMaps, Patch, RFBox
-from cnncli.evaluate import Mistake
-from cnncli.filters import filter_grid
+from cnncli.inspect.activations import ActivatingPatches, FeatureMaps, Patch, RFBox
+from cnncli.inspect.evaluate import Mistake
+from cnncli.inspect.filters import filter_grid
+from cnncli.pictures import figures, images
 
 
 def _read(path):

@@ -13,21 +13,22 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "cnncli"
+SRC = Path(__file__).resolve().parents[1] / "cnncli"
 HEAVY = {"jax", "jaxlib", "flax", "numpy", "tensorflow", "tensorflow_datasets", "optax", "orbax"}
 # The conv-arith path: these modules, and every cnncli module they import, stay light.
 ARITH_PATH = [
-    "errors", "layers", "arith", "geometry", "geometry_blocks", "draw", "zoo", "report", "report_arith",
-    "cli_arith", "cli_arith_run", "cli_arith_explain", "datashape",
+    "errors", "arith.layers", "arith.formulas", "arith.geometry", "arith.blocks", "arith.draw", "arith.zoo", "report.console", "report.arith",
+    "cli.arith", "cli.arith_run", "cli.arith_explain", "config.datashape",
 ]  # fmt: skip
-NO_RICH = ["errors", "layers", "arith", "geometry", "geometry_blocks", "draw", "zoo", "datashape"]
+NO_RICH = ["errors", "arith.layers", "arith.formulas", "arith.geometry", "arith.blocks", "arith.draw", "arith.zoo", "config.datashape"]
 # Loaded only for a recipe INPUT (pydantic); not part of the tokens/--arch path.
-LAZY_EXTERNAL = {"recipe"}
+LAZY_EXTERNAL = {"config.recipe"}
 
 
 def imports(module: str, *, top_level_only: bool = False) -> set[str]:
     """Absolute module names imported by ``cnncli.<module>`` (relative imports resolved)."""
-    tree = ast.parse((SRC / f"{module.replace('.', '/')}.py").read_text())
+    path = SRC / module.replace(".", "/")
+    tree = ast.parse((path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text())
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     if top_level_only:  # include imports nested in module-level try/if blocks
         nodes = [n for stmt in tree.body if not isinstance(stmt, (ast.FunctionDef, ast.ClassDef)) for n in ast.walk(stmt)]
@@ -65,7 +66,7 @@ def test_pure_modules_import_no_rich(module):
 
 def test_arith_path_is_closed():
     """Every cnncli module reachable from cli_arith (lazy imports included) is on the path."""
-    seen, todo = set(), ["cli_arith"]
+    seen, todo = set(), ["cli.arith"]
     while todo:
         module = todo.pop()
         seen.add(module)
@@ -74,13 +75,13 @@ def test_arith_path_is_closed():
 
 
 def test_cli_arith_module_level_imports():
-    allowed = {"typer", "cnncli.errors", "cnncli.layers", "cnncli.arith", "cnncli.geometry", "cnncli.zoo",
-               "cnncli.report", "cnncli.report_arith", "cnncli", "__future__", "typing"}  # fmt: skip
-    assert imports("cli_arith", top_level_only=True) <= allowed
+    allowed = {"typer", "cnncli.errors", "cnncli.arith.layers", "cnncli.arith.formulas", "cnncli.arith.geometry", "cnncli.arith.zoo",
+               "cnncli.report.console", "cnncli.report.arith", "cnncli", "cnncli.arith", "cnncli.cli", "__future__", "typing"}  # fmt: skip
+    assert imports("cli.arith", top_level_only=True) <= allowed
 
 
 def test_cli_imports_heavy_modules_only_inside_functions():
-    assert not roots(imports("cli", top_level_only=True)) & HEAVY
+    assert not roots(imports("cli.app", top_level_only=True)) & HEAVY
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -91,12 +92,12 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_importing_cli_arith_loads_no_jax_or_numpy():
-    assert _loaded_after("import cnncli.cli_arith, cnncli.cli_arith_run, cnncli.cli_arith_explain, cnncli.draw") == set()
+    assert _loaded_after("import cnncli.cli.arith, cnncli.cli.arith_run, cnncli.cli.arith_explain, cnncli.arith.draw") == set()
 
 
 def test_running_conv_arith_loads_no_jax_or_numpy():
     code = (
-        "import contextlib, io\nfrom cnncli.cli import main\n"
+        "import contextlib, io\nfrom cnncli.cli.app import main\n"
         "for args in (['224x224x3', '--arch', 'resnet50'], ['224', '-k', '7', '-s', '2', '-p', '3'], ['--draw'],\n"
         "             ['32', '--solve', '16'], ['28x28x1', 'conv:c=4,k=3', 'gap', 'dense:c=10', '--json']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()):\n"

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnncli.errors import LayerError
-from cnncli.layers import (
+from cnncli.arith.layers import (
     ACTIVATIONS,
     KINDS,
     PAD_MODES,
@@ -32,6 +31,7 @@ from cnncli.layers import (
     parse_token,
     to_token,
 )
+from cnncli.errors import LayerError
 
 axes = st.lists(st.integers(1, 9), min_size=1, max_size=3).map(tuple)
 paddings = st.one_of(

@@ -16,9 +16,15 @@ import optax
 import pytest
 from flax import nnx
 
-from cnncli import geometry, layers, zoo
+from cnncli.arith import geometry, layers, zoo
 from cnncli.errors import LayerError, ShapeError
-from cnncli.models import abstract_model, build_model, forward_with_activations, param_count, pooling
+from cnncli.models import (
+    abstract_model,
+    build_model,
+    forward_with_activations,
+    param_count,
+    pooling,
+)
 
 # (tokens, per-example input shape): every layer kind, padding name and pad mode,
 # in 1-D, 2-D and 3-D.

@@ -318,7 +318,7 @@ def test_the_built_extension_is_reused(monkeypatch, tmp_path):
 def test_a_terminal_run_says_before_the_first_build(tmp_path, capsys, monkeypatch):
     from conftest import TINY_RECIPE, write_recipe
 
-    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)
+    monkeypatch.setattr("cnncli.report.console.is_interactive", lambda: True)
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     said = "compiling cnncli's oneDNN extension (first use only"
     monkeypatch.setattr(onednn, "needs_build", lambda: True)  # as on a fresh machine (the real build is cached)
@@ -457,9 +457,14 @@ def test_a_train_step_with_onednn_matches_xla():
     import optax
     from flax import nnx
 
-    from cnncli import layers
+    from cnncli.arith import layers
     from cnncli.models import build_model
-    from cnncli.steps import StepConfig, fresh_state, make_train_step, trainable_filter
+    from cnncli.train.step import (
+        StepConfig,
+        fresh_state,
+        make_train_step,
+        trainable_filter,
+    )
 
     tokens = "conv:c=8,k=3,p=same bn relu maxpool:k=2 resblock:c=16,s=2 conv:c=16,k=1 relu gap dense"
     model = build_model(layers.parse_layers(tokens), (12, 12, 3), 5,
@@ -492,7 +497,12 @@ def test_a_train_step_with_onednn_matches_xla():
 
 @needs_onednn
 def test_the_profile_names_custom_calls_by_target(tmp_path):
-    from cnncli.profiling import custom_call_targets, format_top_ops, profile_steps, synthetic_step
+    from cnncli.train.profiling import (
+        custom_call_targets,
+        format_top_ops,
+        profile_steps,
+        synthetic_step,
+    )
 
     hlo = '  %ffi_call.7 = f32[2]{0} custom-call(f32[2]{0} %p), custom_call_target="cnncli_channel_sums", api_version=4'
     assert custom_call_targets(hlo) == {"ffi_call.7": "cnncli_channel_sums"}
@@ -508,7 +518,7 @@ def test_the_profile_names_custom_calls_by_target(tmp_path):
 _FAULTS = textwrap.dedent(
     """
     import ctypes, resource
-    from cnncli.jaxsetup import tune_host_malloc
+    from cnncli.runtime.jaxsetup import tune_host_malloc
     print("tuned", tune_host_malloc())
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
@@ -549,7 +559,7 @@ def test_tuned_malloc_reuses_large_blocks_instead_of_faulting_fresh_pages():
 
 
 def _cli(argv, capsys):
-    from cnncli.cli import main
+    from cnncli.cli.app import main
 
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -586,11 +596,11 @@ def test_train_with_onednn_matches_xla_and_eval_reproduces_it(tmp_path, capsys):
 
 
 def test_onednn_off_the_cpu_fails_before_writing_anything(tmp_path, monkeypatch):
-    from cnncli import session
-    from cnncli.errors import RecipeError
-    from cnncli.recipe import load_recipe
-
     from conftest import TINY_RECIPE, write_recipe
+
+    from cnncli.config.recipe import load_recipe
+    from cnncli.errors import RecipeError
+    from cnncli.train import session
 
     recipe = load_recipe(write_recipe(tmp_path, TINY_RECIPE), ["train.conv_backend=onednn"])
     monkeypatch.setattr(session.jax, "default_backend", lambda: "gpu")
@@ -613,10 +623,10 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
     """auto never fails: off the CPU, on several devices, or without oneDNN it is xla, with the reason."""
     from types import SimpleNamespace
 
-    from cnncli import session
-    from cnncli.recipe import load_recipe
-
     from conftest import TINY_RECIPE, write_recipe
+
+    from cnncli.config.recipe import load_recipe
+    from cnncli.train import session
 
     recipe = load_recipe(write_recipe(tmp_path, TINY_RECIPE), ["train.conv_backend=auto"])
     one = SimpleNamespace(multi=False)
@@ -660,7 +670,7 @@ def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
         raise onednn.OneDNNUnavailable("oneDNN 3.x was not found")
 
     monkeypatch.setattr(onednn, "load", missing)
-    monkeypatch.setattr("cnncli.report.is_interactive", lambda: True)  # as if stdout were a terminal
+    monkeypatch.setattr("cnncli.report.console.is_interactive", lambda: True)  # as if stdout were a terminal
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     code, out, err = _cli(["train", str(recipe), "--set", "train.conv_backend=auto", "--set", "train.epochs=1",
                            "--workdir", str(tmp_path / "run")], capsys)  # fmt: skip
@@ -679,7 +689,7 @@ def test_onednn_on_a_mesh_of_several_devices_is_refused(tmp_path):
 
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run([sys.executable, "-m", "cnncli.cli", "train", str(recipe), "--set", "train.conv_backend=onednn",
+    proc = subprocess.run([sys.executable, "-m", "cnncli.cli.app", "train", str(recipe), "--set", "train.conv_backend=onednn",
                            "--workdir", str(tmp_path / "run"), "--json"],
                           capture_output=True, text=True, env=env, timeout=240)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
@@ -689,7 +699,7 @@ def test_onednn_on_a_mesh_of_several_devices_is_refused(tmp_path):
 
 
 def test_the_cli_tunes_malloc_for_commands_that_run_jax_only(monkeypatch, capsys, tmp_path):
-    from cnncli import jaxsetup
+    from cnncli.runtime import jaxsetup
 
     monkeypatch.chdir(tmp_path)  # data info writes its sample grid here
 

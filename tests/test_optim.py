@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import pytest
 
-from cnncli.optim import decay_mask, make_optimizer, make_schedule
-from cnncli.recipe import OPTIMIZERS, OptimizerConfig, ScheduleConfig
+from cnncli.config.recipe import OPTIMIZERS, OptimizerConfig, ScheduleConfig
+from cnncli.train.optim import decay_mask, make_optimizer, make_schedule
 
 
 def test_warmup_then_cosine():

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from cnncli.config.recipe import (
+    apply_overrides,
+    json_schema,
+    load_recipe,
+    parse_override,
+)
 from cnncli.errors import RecipeError
-from cnncli.recipe import apply_overrides, json_schema, load_recipe, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +158,7 @@ def test_shipped_recipes_validate():
 
 def test_json_schema_file_is_fresh():
     on_disk = json.loads((ROOT / "recipes" / "recipe.schema.json").read_text())
-    assert on_disk == json_schema(), "regenerate: uv run python -m cnncli.recipe > recipes/recipe.schema.json"
+    assert on_disk == json_schema(), "regenerate: uv run python -m cnncli.config.recipe > recipes/recipe.schema.json"
 
 
 def test_digest_changes_with_trajectory_fields(tmp_path):

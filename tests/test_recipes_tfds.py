@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
-from cnncli.recipe import load_recipe
+from cnncli.config.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SHORT = ["train.epochs=1", "data.batch_size=4", "data.eval_batch_size=8"]
@@ -23,7 +23,7 @@ SHORT = ["train.epochs=1", "data.batch_size=4", "data.eval_batch_size=8"]
     ["lenet5_mnist", "fashion_mnist", pytest.param("resnet20_cifar10", marks=pytest.mark.slow)],  # resnet20: ~17 s
 )
 def test_recipe_runs_end_to_end_under_mock_data(name, tmp_path):
-    from cnncli.train import fit
+    from cnncli.train.loop import fit
 
     path = RECIPES / f"{name}.toml"
     header = path.read_text().split("\n\n", 1)[0]

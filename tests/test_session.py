@@ -15,15 +15,14 @@ from collections import namedtuple
 
 import jax
 import pytest
-
-from cnncli import rundir
-from cnncli.checkpoint import Checkpoints
-from cnncli.errors import CheckpointError
-from cnncli.recipe import load_recipe
-from cnncli.session import Interrupted, Session, build_session
-from cnncli.train import RunStarted, StepEnd, fit
-
 from conftest import RESUME_RECIPE, state_digest, write_recipe
+
+from cnncli.config.recipe import load_recipe
+from cnncli.errors import CheckpointError
+from cnncli.runs import layout as rundir
+from cnncli.runs.checkpoint import Checkpoints
+from cnncli.train.loop import RunStarted, StepEnd, fit
+from cnncli.train.session import Interrupted, Session, build_session
 
 
 class Crash(Exception):

@@ -1,4 +1,4 @@
-"""Tests for cnncli.steps (and the step profiler): mixed precision, recompilation, donation.
+"""Tests for cnncli.train.step (and the step profiler): mixed precision, recompilation, donation.
 
 One tiny conv/BatchNorm/dense model on 8x8x3 inputs; every step is real code, on CPU.
 """
@@ -14,10 +14,17 @@ import optax
 import pytest
 from flax import nnx
 
-from cnncli import layers
+from cnncli.arith import layers
 from cnncli.models import build_model
 from cnncli.models.norm import BatchNorm, batch_norm_train
-from cnncli.steps import StepConfig, compute_params, fresh_state, make_train_step, trainable_filter, xla_options
+from cnncli.train.step import (
+    StepConfig,
+    compute_params,
+    fresh_state,
+    make_train_step,
+    trainable_filter,
+    xla_options,
+)
 
 TOKENS = "conv:c=4,k=3,p=same bn relu maxpool:k=2 resblock:c=8,s=2 dropout:r=0.1 gap dense"
 SHAPE = (8, 8, 3)
@@ -176,7 +183,7 @@ def test_batchnorm_bf16_input_keeps_dtype_and_float32_stats():
 
 
 def test_profile_steps_reports_top_ops(tmp_path):
-    from cnncli.profiling import format_top_ops, profile_steps, synthetic_step
+    from cnncli.train.profiling import format_top_ops, profile_steps, synthetic_step
 
     bench = synthetic_step("conv:c=4,k=3,p=same bn relu gap dense", (8, 8, 1), batch_size=8)
     report = profile_steps(bench.step, bench.state, bench.args, 2, tmp_path / "profile", batch_size=8)

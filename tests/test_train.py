@@ -8,14 +8,21 @@ import logging
 import jax
 import numpy as np
 import pytest
-
-from cnncli import rundir
-from cnncli.checkpoint import Checkpoints
-from cnncli.errors import DataError, RecipeError, TrainingError
-from cnncli.recipe import load_recipe
-from cnncli.train import CheckpointSaved, Compiled, EpochEnd, RunFinished, RunStarted, StepEnd, fit
-
 from conftest import TINY_RECIPE, write_recipe
+
+from cnncli.config.recipe import load_recipe
+from cnncli.errors import DataError, RecipeError, TrainingError
+from cnncli.runs import layout as rundir
+from cnncli.runs.checkpoint import Checkpoints
+from cnncli.train.loop import (
+    CheckpointSaved,
+    Compiled,
+    EpochEnd,
+    RunFinished,
+    RunStarted,
+    StepEnd,
+    fit,
+)
 
 
 def run(tmp_path, overrides=(), text=TINY_RECIPE, name="run"):
@@ -104,7 +111,7 @@ def test_non_finite_loss_stops_with_step_and_value(tmp_path):
 
 def test_freeze_keeps_conv_filters_at_their_initial_values(tmp_path):
     summary, _ = run(tmp_path, ["train.epochs=1", 'train.freeze=["conv*"]'])
-    from cnncli.runs import load_init_params, load_run
+    from cnncli.runs.load import load_init_params, load_run
 
     loaded = load_run(tmp_path / "run")
     init = load_init_params(tmp_path / "run")

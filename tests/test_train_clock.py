@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from cnncli.train_clock import SaveTimer
+from cnncli.train.clock import SaveTimer
 
 
 def test_save_timer_by_steps_and_by_minutes(monkeypatch):

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import pytest
 
-from cnncli import zoo
+from cnncli.arith import zoo
+from cnncli.arith.geometry import analyze
+from cnncli.arith.layers import parse_layers
 from cnncli.errors import CnnCliError
-from cnncli.geometry import analyze
-from cnncli.layers import parse_layers
 
 TORCHVISION = {  # name: (params, GFLOPS = GMACs), all from [TV]
     "alexnet": (61_100_840, 0.71),

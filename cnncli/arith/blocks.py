@@ -1,4 +1,4 @@
-"""Geometry of the residual and dense blocks (split from `cnncli.geometry` for size).
+"""Geometry of the residual and dense blocks (split from `cnncli.arith.geometry` for size).
 
 Each block becomes one `LayerInfo` row whose params/MACs/FLOPs are the sums of its
 inner layers, listed in ``children`` under the names the model builder uses::
@@ -22,9 +22,30 @@ from __future__ import annotations
 
 from math import ceil
 
+from cnncli.arith.geometry import (
+    LayerInfo,
+    _Ctx,
+    _fmt,
+    _need_spatial,
+    _row,
+    _State,
+    conv_layer,
+    norm_layer,
+    pool_layer,
+)
+from cnncli.arith.layers import (
+    Bottleneck,
+    Conv,
+    DenseBlock,
+    LayerSpec,
+    Norm,
+    Pool,
+    ResBlock,
+    Transition,
+    broadcast,
+    to_token,
+)
 from cnncli.errors import ShapeError
-from cnncli.geometry import LayerInfo, _Ctx, _fmt, _need_spatial, _row, _State, conv_layer, norm_layer, pool_layer
-from cnncli.layers import Bottleneck, Conv, DenseBlock, LayerSpec, Norm, Pool, ResBlock, Transition, broadcast, to_token
 
 _BN = Norm("bn")
 

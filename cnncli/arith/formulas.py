@@ -1,6 +1,6 @@
 """Convolution arithmetic along one axis: output sizes, paddings, transposes, solving.
 
-Every function here works on one spatial axis with plain integers; `cnncli.geometry`
+Every function here works on one spatial axis with plain integers; `cnncli.arith.geometry`
 applies them axis by axis. The formulas follow Dumoulin & Visin, "A guide to
 convolution arithmetic for deep learning" (arXiv:1603.07285), generalized to uneven
 ``(lo, hi)`` padding and dilation. With the effective kernel ``ke = d*(k-1) + 1``::

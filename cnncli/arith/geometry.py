@@ -1,7 +1,7 @@
 """Walk a layer list over an input shape: shapes, parameters, MACs, receptive fields.
 
 `analyze` is the one entry point; it returns an `Analysis` of plain frozen
-dataclasses that `cnncli.report_arith` renders and ``train --dry-run`` reuses.
+dataclasses that `cnncli.report.arith` renders and ``train --dry-run`` reuses.
 Shapes are per example and channels last (``(28, 28, 1)``, ``(40, 1)``,
 ``(16, 112, 112, 3)``); the input's rank sets the dimensionality.
 
@@ -20,7 +20,7 @@ Conventions (they match torchvision's published parameter counts):
 - Blocks (resblock, bottleneck, denseblock, transition) are one row each, with the
   sums of their inner layers; their inner layers are in `LayerInfo.children`, named
   as the model builder names them (``resblock1.conv1``, ``resblock1.proj``, ...);
-  see `cnncli.geometry_blocks`. A block's receptive field is the max over its paths.
+  see `cnncli.arith.blocks`. A block's receptive field is the max over its paths.
 - Receptive field and jump follow Araujo et al. (Distill 2019), in input pixels per
   spatial axis. gap/flatten act as one window over the whole input (so their RF is
   the span of every path, padding included); a tconv's jump is fractional and its
@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from math import prod
 
-from cnncli import arith
-from cnncli.errors import LayerError, ShapeError
-from cnncli.layers import (
+from cnncli.arith import formulas as arith
+from cnncli.arith.layers import (
     Activation,
     Conv,
     Dense,
@@ -52,6 +51,7 @@ from cnncli.layers import (
     layer_names,
     to_token,
 )
+from cnncli.errors import LayerError, ShapeError
 
 BYTES_PER_VALUE = 4  # float32 activations
 NORM_FLOPS = {"bn": 2, "ln": 7}  # per element: bn folded to scale+shift; ln also computes mean/var
@@ -80,7 +80,7 @@ class LayerInfo:
     """One row of the analysis: a layer (or block) applied to its input.
 
     Attributes:
-        name: stable name from `cnncli.layers.layer_names` (``conv1``,
+        name: stable name from `cnncli.arith.layers.layer_names` (``conv1``,
             ``resblock2.conv1`` for block children).
         kind: layer kind (``conv``, ``maxpool``, ``resblock``, ...).
         token: the canonical token of the layer.
@@ -170,7 +170,7 @@ def analyze(
     """Compute every layer's output shape, parameters, MACs, FLOPs and receptive field.
 
     Args:
-        specs: parsed layers (`cnncli.layers.parse_layers`, `cnncli.zoo.build`).
+        specs: parsed layers (`cnncli.arith.layers.parse_layers`, `cnncli.arith.zoo.build`).
         input_shape: per-example shape, channels last, e.g. ``(224, 224, 3)``.
         num_classes: width of a ``dense`` without ``c=``.
         count_bias, count_norm, count_pool: add these operations to FLOPs.
@@ -207,7 +207,7 @@ def _apply(spec: LayerSpec, name: str, state: _State, ctx: _Ctx) -> tuple[LayerI
     """Dispatch one spec to its handler."""
     handler = _HANDLERS.get(type(spec))
     if handler is None:  # blocks live in their own module, which imports this one
-        from cnncli.geometry_blocks import HANDLERS
+        from cnncli.arith.blocks import HANDLERS
 
         handler = HANDLERS[type(spec)]
     return handler(spec, name, state, ctx)

@@ -11,7 +11,7 @@ survives a shell unquoted. Dimensionality (1-D, 2-D, 3-D) comes from the input s
 never from the token: a per-axis value given once (``k=3``) applies to every spatial
 axis, ``k=3x5`` gives one value per axis.
 
-Specs are frozen dataclasses of plain data. `cnncli.arith` reads them to compute
+Specs are frozen dataclasses of plain data. `cnncli.arith.formulas` reads them to compute
 shapes; `cnncli.models` reads them to build Flax modules. This module imports no
 jax or numpy.
 """

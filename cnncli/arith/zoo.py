@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cnncli.arith.layers import LayerSpec, parse_layers
 from cnncli.errors import CnnCliError, unknown_choice
-from cnncli.layers import LayerSpec, parse_layers
 
 _STEM_IMAGENET = ["conv:c=64,k=7,s=2,p=3,bias=false", "bn", "relu", "maxpool:k=3,s=2,p=1"]
 

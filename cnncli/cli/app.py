@@ -14,11 +14,11 @@ import sys
 import typer
 
 from cnncli import __version__
-from cnncli.cli_arith import conv_arith
-from cnncli.cli_data import data_app
-from cnncli.cli_eval import eval_run, predict
-from cnncli.cli_filters import inspect_filters
-from cnncli.cli_train import train
+from cnncli.cli.arith import conv_arith
+from cnncli.cli.data import data_app
+from cnncli.cli.eval import eval_run, predict
+from cnncli.cli.filters import inspect_filters
+from cnncli.cli.train import train
 from cnncli.errors import CnnCliError, UsageError
 
 app = typer.Typer(
@@ -59,7 +59,7 @@ def _main(
 ) -> None:
     _state["debug"] = debug or bool(os.environ.get("CNNCLI_DEBUG"))
     if ctx.invoked_subcommand not in (None, "conv-arith"):  # commands that run jax
-        from cnncli.jaxsetup import tune_host_malloc
+        from cnncli.runtime.jaxsetup import tune_host_malloc
 
         tune_host_malloc()
 
@@ -125,7 +125,7 @@ def _is_number(text: str) -> bool:
 
 
 def _recipe_paths(name: str) -> list[str]:
-    from cnncli.recipe import Recipe
+    from cnncli.config.recipe import Recipe
 
     paths = []
     for section, field in Recipe.model_fields.items():
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     except CnnCliError as err:
         if _state["debug"]:
             raise
-        from cnncli.report import print_error
+        from cnncli.report.console import print_error
 
         print_error(err)
         sys.exit(err.exit_code)

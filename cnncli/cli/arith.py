@@ -15,9 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from cnncli import zoo
+from cnncli.arith import zoo
+from cnncli.arith.layers import PAD_MODES, parse_padding
 from cnncli.errors import UsageError
-from cnncli.layers import PAD_MODES, parse_padding
 
 _QUICK = "Quick form"
 _STACK = "Stacks and architectures"
@@ -98,7 +98,9 @@ def conv_arith(
     d, g (groups), bias, pm (zeros, circular, reflect, edge), ceil, op (tconv output
     padding). Add --json for one JSON object on stdout; warnings go to stderr.
     """
-    from cnncli import cli_arith_run as run  # the work lives there; this module stays a signature
+    from cnncli.cli import (
+        arith_run as run,  # the work lives there; this module stays a signature
+    )
 
     opts = run.Options(
         input=input, tokens=list(tokens or []), kernel=_axes_opt(kernel, "-k/--kernel"),

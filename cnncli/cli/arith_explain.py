@@ -1,6 +1,6 @@
 """Teaching text for ``cnncli conv-arith``: the quick form's notes, conventions, solve, draw.
 
-Split from `cnncli.cli_arith_run` for size. Every note is computed from the user's
+Split from `cnncli.cli.arith_run` for size. Every note is computed from the user's
 numbers; nothing here imports jax or numpy.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnncli import arith
+from cnncli.arith import formulas as arith
 from cnncli.errors import UsageError
 
 
@@ -191,9 +191,9 @@ def solve_table(i: int, o: int, found: list, transpose: bool, limit: int = 20):
 
 
 def draw_form(o) -> None:
-    """``--draw``: a small example worked by hand (see `cnncli.draw`)."""
-    from cnncli import draw
-    from cnncli.report import print_json, stdout_console
+    """``--draw``: a small example worked by hand (see `cnncli.arith.draw`)."""
+    from cnncli.arith import draw
+    from cnncli.report.console import print_json, stdout_console
 
     values, kernel, setup, out_size = _draw_inputs(o, draw)
     if o.transpose:
@@ -210,7 +210,7 @@ def draw_form(o) -> None:
 
 
 def _draw_shape(o) -> tuple[int, ...]:
-    from cnncli.cli_arith_run import parse_shape
+    from cnncli.cli.arith_run import parse_shape
 
     if o.input is None:
         return (5, 5)

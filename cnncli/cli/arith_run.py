@@ -1,4 +1,4 @@
-"""The work behind ``cnncli conv-arith`` (split from `cnncli.cli_arith`, which holds the signature).
+"""The work behind ``cnncli conv-arith`` (split from `cnncli.cli.arith`, which holds the signature).
 
 One function per form: `quick` (one axis), `solve_form`, `stack` (tokens, ``--arch``,
 recipe), `tokens_form` and `draw_form`. Results go to stdout (a table, text, or one
@@ -10,16 +10,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from cnncli import arith, geometry, zoo
+from cnncli.arith import formulas as arith
+from cnncli.arith import geometry, zoo
+from cnncli.arith.layers import parse_layers
 from cnncli.errors import CnnCliError, UsageError
-from cnncli.layers import parse_layers
-from cnncli.report import print_json, stdout_console, warn
-from cnncli.report_arith import analysis_to_json, layer_table
+from cnncli.report.arith import analysis_to_json, layer_table
+from cnncli.report.console import print_json, stdout_console, warn
 
 
 @dataclass
 class Options:
-    """The parsed command line (see `cnncli.cli_arith.conv_arith` for each option)."""
+    """The parsed command line (see `cnncli.cli.arith.conv_arith` for each option)."""
 
     input: str | None = None
     tokens: list[str] = field(default_factory=list)
@@ -70,7 +71,7 @@ def is_recipe(text: str | None) -> bool:
 def dispatch(o: Options) -> None:
     """Pick the form from INPUT and the options, and run it."""
     if o.draw:
-        from cnncli.cli_arith_explain import draw_form
+        from cnncli.cli.arith_explain import draw_form
 
         return draw_form(o)
     if o.show_tokens:
@@ -103,7 +104,7 @@ def _pad_pair(o: Options) -> tuple[int, int] | str:
 
 def quick(o: Options) -> None:
     """One axis: the output size, the formula with numbers, and teaching notes."""
-    from cnncli.cli_arith_explain import quick_result
+    from cnncli.cli.arith_explain import quick_result
 
     i = parse_shape(o.input)[0]
     k = _one(o.kernel, "-k/--kernel")
@@ -133,7 +134,7 @@ def solve_form(o: Options) -> None:
     if o.json:
         print_json({"input": i, "output": o.solve, "transpose": o.transpose, "solutions": [vars(x) for x in found]})
         return
-    from cnncli.cli_arith_explain import solve_table
+    from cnncli.cli.arith_explain import solve_table
 
     console = stdout_console()
     if not found:
@@ -189,14 +190,14 @@ def _stack_shape(text: str, example: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _from_recipe(o: Options) -> tuple[list, tuple[int, ...], str | None, int | None]:
-    """Layers and input shape from a recipe (needs `cnncli.recipe.load_recipe`)."""
+    """Layers and input shape from a recipe (needs `cnncli.config.recipe.load_recipe`)."""
     try:
-        from cnncli.recipe import load_recipe
+        from cnncli.config.recipe import load_recipe
     except ImportError:
         raise CnnCliError("recipe input needs the train issue") from None
     if o.tokens or o.arch:
         raise UsageError("a recipe INPUT takes no layer tokens or --arch", hint="edit [model] in the recipe")
-    from cnncli.datashape import peek
+    from cnncli.config.datashape import peek
 
     recipe = load_recipe(o.input)
     model = recipe.model

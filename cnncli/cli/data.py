@@ -33,15 +33,15 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Where to write
 
 
 def _json_mode(flag: bool) -> bool:
-    from cnncli import report
+    from cnncli.report import console as report
 
     return flag or not report.is_interactive()
 
 
 def _loading(fn, *args):
     """Call a data loader, showing its `DataWarning`s as ``warning:`` lines on stderr."""
-    from cnncli import report
-    from cnncli.data.external import DataWarning
+    from cnncli.data.imageops import DataWarning
+    from cnncli.report import console as report
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
@@ -68,13 +68,14 @@ def prepare(source: SourceArg, data_dir: DataDirOpt = None, json_out: JsonOpt = 
 
       cnncli data prepare tfds:cifar10 --data-dir /data/tfds
     """
-    from cnncli import report, report_data
+    from cnncli.report import console as report
+    from cnncli.report import data as report_data
 
     kind, _, name = source.partition(":")
     if kind != "tfds" or not name:
         raise UsageError(f"{source!r}: only tfds:NAME sources are prepared",
                          hint="folders, digits and npz files are read as they are")  # fmt: skip
-    from cnncli.data.tfds_source import prepare as prepare_tfds
+    from cnncli.data.tfds import prepare as prepare_tfds
 
     report.stderr_console().print(f"preparing tfds:{name} (downloads: needs the network) ...")
     path, already = prepare_tfds(name, str(data_dir) if data_dir else None)
@@ -85,7 +86,7 @@ def prepare(source: SourceArg, data_dir: DataDirOpt = None, json_out: JsonOpt = 
 def _config(source: str, **fields):
     import pydantic
 
-    from cnncli.recipe import DataConfig
+    from cnncli.config.recipe import DataConfig
 
     try:
         return DataConfig(source=source, **{k: v for k, v in fields.items() if v is not None})
@@ -94,8 +95,8 @@ def _config(source: str, **fields):
 
 
 def _split_sizes(cfg) -> dict[str, int]:
-    from cnncli.data import load_split
-    from cnncli.data.external import split_sizes
+    from cnncli.data.base import load_split
+    from cnncli.data.imageops import split_sizes
 
     if cfg.source.split(":", 1)[0] in ("tfds", "folder"):
         return split_sizes(cfg.source, cfg)
@@ -141,8 +142,8 @@ def info(
 
       cnncli data info folder:photos --split train --out photos.png
     """
-    from cnncli import report_data
-    from cnncli.data import channel_stats, load_split
+    from cnncli.data.base import channel_stats, load_split
+    from cnncli.report import data as report_data
 
     cfg = _config(source, data_dir=str(data_dir) if data_dir else None, image_key=image_key, label_key=label_key)
     sizes = _loading(_split_sizes, cfg)
@@ -186,7 +187,7 @@ def augmented_batch(recipe, data, count: int):
     import jax
     import numpy as np
 
-    from cnncli.augment import Context, make_augment
+    from cnncli.data.augment.core import Context, make_augment
 
     root = jax.random.key(recipe.train.seed)
     n = data.train.x.shape[0]
@@ -224,9 +225,9 @@ def preview(
     """
     import os
 
-    from cnncli import report_data
-    from cnncli.data import load_dataset
-    from cnncli.recipe import load_recipe
+    from cnncli.config.recipe import load_recipe
+    from cnncli.data.base import load_dataset
+    from cnncli.report import data as report_data
 
     loaded = load_recipe(recipe, list(set_ or []))
     data = _loading(load_dataset, loaded.data)

@@ -73,10 +73,10 @@ def eval_run(
 
       cnncli eval runs/quickstart --json | jq .accuracy
     """
-    from cnncli import figures
-    from cnncli.evaluate import evaluate_split, load_eval_split
-    from cnncli.report_eval import print_eval
-    from cnncli.runs import load_run
+    from cnncli.inspect.evaluate import evaluate_split, load_eval_split
+    from cnncli.pictures import figures
+    from cnncli.report.eval import print_eval
+    from cnncli.runs.load import load_run
 
     loaded = load_run(run, checkpoint_arg(checkpoint), ema=ema)
     data, split_name, source_name, warnings = load_eval_split(loaded, split, source)
@@ -117,9 +117,9 @@ def predict(
 
       cnncli predict runs/quickstart batch.npy --top-k 3 --json
     """
-    from cnncli.predict import predict_files
-    from cnncli.report_eval import print_predictions
-    from cnncli.runs import load_run
+    from cnncli.inspect.predict import predict_files
+    from cnncli.report.eval import print_predictions
+    from cnncli.runs.load import load_run
 
     loaded = load_run(run, checkpoint_arg(checkpoint), ema=ema)
     preds = predict_files(loaded, list(inputs), top_k=top_k)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnncli.cli_eval import CheckpointOpt, EmaOpt, JsonOpt, RunArg
+from cnncli.cli.eval import CheckpointOpt, EmaOpt, JsonOpt, RunArg
 
 
 def inspect_filters(
@@ -74,11 +74,12 @@ def inspect_filters(
     """
     import os
 
-    from cnncli import figures, images, report
-    from cnncli.cli_eval import checkpoint_arg
-    from cnncli.filters import conv_layers, inspect_layer
-    from cnncli.report_eval import print_conv_list, print_filters
-    from cnncli.runs import load_run
+    from cnncli.cli.eval import checkpoint_arg
+    from cnncli.inspect.filters import conv_layers, inspect_layer
+    from cnncli.pictures import figures, images
+    from cnncli.report import console as report
+    from cnncli.report.eval import print_conv_list, print_filters
+    from cnncli.runs.load import load_run
 
     loaded = load_run(run, checkpoint_arg(checkpoint), ema=ema)
     if list_:

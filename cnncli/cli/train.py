@@ -108,21 +108,22 @@ def train(
     uninterrupted one. Ctrl-C or SIGTERM saves a checkpoint after the current step and
     exits 130/143; a second Ctrl-C aborts at once.
     """
-    from cnncli import report, rundir
-    from cnncli.recipe import load_recipe
+    from cnncli.config.recipe import load_recipe
+    from cnncli.report import console as report
+    from cnncli.runs import layout as rundir
 
     overrides = list(set_ or [])
     loaded = load_recipe(recipe, overrides)
     if dry_run:
-        from cnncli.dryrun import dry_run as show
+        from cnncli.train.plan import dry_run as show
 
         show(loaded, json_out=json_out or not report.is_interactive())
         return
     if profile is not None:
         _profile(loaded, workdir or rundir.default_workdir(recipe), profile)
         return
-    from cnncli import distributed
-    from cnncli.train import fit
+    from cnncli.runtime import distributed
+    from cnncli.train.loop import fit
 
     if distributed.initialize(coordinator, num_processes, process_id) and workdir is None:
         raise UsageError("training over several processes needs --workdir (the same path for every process)")
@@ -143,8 +144,8 @@ def train(
 
 def _profile(recipe, workdir: Path, steps: int) -> None:
     """``--profile N``: trace N steps of the recipe's real step, print the top ops."""
-    from cnncli.profiling import format_top_ops, profile_recipe
-    from cnncli.report import stdout_console
+    from cnncli.report.console import stdout_console
+    from cnncli.train.profiling import format_top_ops, profile_recipe
 
     if steps < 1:
         raise UsageError(f"--profile {steps}: give the number of steps to trace, e.g. --profile 10")
@@ -166,7 +167,7 @@ class _Quiet:
 
 
 def _reporter(json_mode: bool):
-    from cnncli.report_train import JsonReporter, RichReporter
+    from cnncli.report.train import JsonReporter, RichReporter
 
     return JsonReporter() if json_mode else RichReporter()
 
@@ -193,7 +194,7 @@ def _abort(workdir: Path) -> None:
     import sys
 
     from cnncli.errors import CnnCliError
-    from cnncli.report import print_error
+    from cnncli.report.console import print_error
 
     print_error(CnnCliError(
         "interrupted twice: aborted without waiting for the checkpoint being written",

@@ -61,7 +61,7 @@ def peek(data) -> tuple[tuple[int, ...] | None, int | None]:
     """(input shape, class count) of a recipe's ``[data]``, or None where unknown.
 
     Args:
-        data: a `cnncli.recipe.DataConfig`.
+        data: a `cnncli.config.recipe.DataConfig`.
     """
     kind, _, rest = data.source.partition(":")
     if kind == "digits":

@@ -90,7 +90,7 @@ class ModelConfig(_Strict):
     @classmethod
     def _tokens_parse(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
-            from cnncli.layers import parse_layers
+            from cnncli.arith.layers import parse_layers
 
             try:
                 parse_layers(value)
@@ -102,7 +102,7 @@ class ModelConfig(_Strict):
     @classmethod
     def _arch_known(cls, value: str | None) -> str | None:
         if value is not None:
-            from cnncli import zoo
+            from cnncli.arith import zoo
             from cnncli.errors import CnnCliError
 
             try:
@@ -371,5 +371,5 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     return validate(data, source=str(path), text=text)
 
 
-if __name__ == "__main__":  # regenerate recipes/recipe.schema.json: python -m cnncli.recipe
+if __name__ == "__main__":  # regenerate recipes/recipe.schema.json: python -m cnncli.config.recipe
     print(json.dumps(json_schema(), indent=2))

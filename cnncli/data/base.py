@@ -83,7 +83,7 @@ def load_split(source: str, split: str, cfg=None) -> tuple[Split, list[str], tup
         return load_npz_split(rest, split)
     if kind in ("tfds", "folder"):
         try:
-            from cnncli.data import external
+            from cnncli.data import imageops as external
         except ImportError:
             raise DataError(
                 f"data source {source!r}: {kind} sources are not available in this version",
@@ -97,7 +97,7 @@ def load_dataset(cfg) -> Dataset:
     """Load the training and evaluation splits a recipe's ``[data]`` table names.
 
     Args:
-        cfg: a `cnncli.recipe.DataConfig`.
+        cfg: a `cnncli.config.recipe.DataConfig`.
     """
     train, names, value_range = load_split(cfg.source, cfg.train_split, cfg)
     evaluation, eval_names, _ = load_split(cfg.source, cfg.eval_split, cfg)

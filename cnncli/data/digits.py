@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncli.data import Split
+from cnncli.data.base import Split
 from cnncli.errors import DataError
 
 SPLIT_SEED = 0  # fixed: the split is part of the dataset, not of the run

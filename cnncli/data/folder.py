@@ -22,8 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncli.data import Split
-from cnncli.data.external import DataWarning, check_budget, parse_split, slice_range, target_size
+from cnncli.data.base import Split
+from cnncli.data.imageops import (
+    DataWarning,
+    check_budget,
+    parse_split,
+    slice_range,
+    target_size,
+)
 from cnncli.errors import DataError, did_you_mean
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

@@ -1,6 +1,6 @@
 """External sources (``tfds:NAME``, ``folder:PATH``) -> in-memory uint8 arrays.
 
-`load_split` dispatches to `cnncli.data.tfds_source` or `cnncli.data.folder`; the
+`load_split` dispatches to `cnncli.data.tfds` or `cnncli.data.folder`; the
 helpers here are shared by both: the memory budget, channel conversion, resizing and
 the ``name[start:stop]`` split-slicing grammar (``train[:90%]``, ``train[100:]``).
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncli.data import Split
+from cnncli.data.base import Split
 from cnncli.errors import DataError
 
 MIB = 2**20  # bytes per MiB: memory_budget_mb counts MiB
@@ -37,7 +37,7 @@ def load_split(source: str, split: str, cfg=None) -> tuple[Split, list[str], tup
     Args:
         source: ``tfds:NAME`` or ``folder:PATH``.
         split: a split name, optionally sliced: ``train``, ``train[:90%]``, ``test[100:]``.
-        cfg: the recipe's `cnncli.recipe.DataConfig` (defaults when None).
+        cfg: the recipe's `cnncli.config.recipe.DataConfig` (defaults when None).
 
     Returns:
         ``(Split(x, y), class_names, value_range)``; x is uint8 ``(N, H, W, C)``.
@@ -48,7 +48,7 @@ def load_split(source: str, split: str, cfg=None) -> tuple[Split, list[str], tup
     cfg = _config(source, cfg)
     kind, _, rest = source.partition(":")
     if kind == "tfds":
-        from cnncli.data.tfds_source import load_tfds_split
+        from cnncli.data.tfds import load_tfds_split
 
         return load_tfds_split(rest, split, cfg)
     if kind == "folder":
@@ -63,7 +63,7 @@ def split_sizes(source: str, cfg=None) -> dict[str, int]:
     cfg = _config(source, cfg)
     kind, _, rest = source.partition(":")
     if kind == "tfds":
-        from cnncli.data.tfds_source import tfds_split_sizes
+        from cnncli.data.tfds import tfds_split_sizes
 
         return tfds_split_sizes(rest, cfg)
     if kind == "folder":
@@ -76,7 +76,7 @@ def split_sizes(source: str, cfg=None) -> dict[str, int]:
 def _config(source: str, cfg):
     if cfg is not None:
         return cfg
-    from cnncli.recipe import DataConfig
+    from cnncli.config.recipe import DataConfig
 
     return DataConfig(source=source)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncli.data import Split, check_arrays
+from cnncli.data.base import Split, check_arrays
 from cnncli.errors import DataError
 
 

@@ -23,8 +23,13 @@ import sys
 
 import numpy as np
 
-from cnncli.data import Split
-from cnncli.data.external import check_budget, convert_channels, resize_images, target_size
+from cnncli.data.base import Split
+from cnncli.data.imageops import (
+    check_budget,
+    convert_channels,
+    resize_images,
+    target_size,
+)
 from cnncli.errors import DataError, did_you_mean
 
 CHUNK = 1024  # examples per __getitems__ call: one array_record read batch

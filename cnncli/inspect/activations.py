@@ -1,7 +1,7 @@
 """Where filters fire: feature maps for one input, the patches that excite a filter most,
 and the receptive-field box of an output position.
 
-Receptive-field sizes come from `cnncli.geometry` (the figures ``conv-arith`` prints);
+Receptive-field sizes come from `cnncli.arith.geometry` (the figures ``conv-arith`` prints);
 this module adds where the field sits. With per-layer padding ``lo_l`` and input jump
 ``j_l`` (the distance between adjacent positions of that layer's input, in input
 pixels), output position ``o`` of a layer with jump ``J`` sees input pixels
@@ -67,7 +67,7 @@ def rf_box(analysis, layer: str, position: tuple[int, ...]) -> RFBox:
     """The receptive-field box of ``position`` in the output of top-level ``layer``.
 
     Args:
-        analysis: `cnncli.geometry.analyze` of the run's specs and input shape.
+        analysis: `cnncli.arith.geometry.analyze` of the run's specs and input shape.
         layer: a top-level layer name with spatial output.
         position: an output index per spatial axis.
     """
@@ -104,7 +104,7 @@ def shown_layer(run, name: str) -> tuple[str, str]:
             or a 3-D model.
     """
     from cnncli.errors import unknown_choice
-    from cnncli.filters import conv_layers
+    from cnncli.inspect.filters import conv_layers
 
     names = list(run.model.layer_names)
     convs = {c.name: c for c in conv_layers(run)}
@@ -132,7 +132,7 @@ def shown_layer(run, name: str) -> tuple[str, str]:
 
 
 def _analysis(run):
-    from cnncli.geometry import analyze
+    from cnncli.arith.geometry import analyze
 
     return analyze(run.specs, run.input_shape, num_classes=run.num_classes)
 
@@ -160,8 +160,8 @@ class FeatureMaps:
 
 def feature_maps(run, layer: str, x: np.ndarray, *, input_name: str, label: int | None = None) -> FeatureMaps:
     """Activations of ``layer`` for one raw input ``x (*input_shape)``, and the model's prediction."""
-    from cnncli.evaluate import softmax
-    from cnncli.filters import batched_responses
+    from cnncli.inspect.evaluate import softmax
+    from cnncli.inspect.filters import batched_responses
 
     named, shown = shown_layer(run, layer)
     last = run.model.layer_names[-1]
@@ -212,7 +212,7 @@ def top_patches(run, layer: str, x: np.ndarray, y: np.ndarray, *, filters: int =
     Each example counts once per filter, at its peak position; the patch is that
     position's receptive field.
     """
-    from cnncli.filters import batched_responses
+    from cnncli.inspect.filters import batched_responses
 
     named, shown = shown_layer(run, layer)
     nf = min(filters, run.model.layer_shapes[run.model.layer_names.index(shown)][-1])

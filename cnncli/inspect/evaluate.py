@@ -4,12 +4,12 @@
 split or data source with the same input shape and classes), runs jitted batched
 inference with one fixed batch size (the last batch padded, so it compiles once)
 and returns an `EvalResult` of plain data. It computes logits exactly as training's
-evaluation does (`cnncli.steps.make_logits_fn`, the same batch size), so evaluating
+evaluation does (`cnncli.train.step.make_logits_fn`, the same batch size), so evaluating
 the final checkpoint reproduces the ``eval_accuracy`` the run logged.
 
 `classification_metrics` is the pure-numpy core (logits and labels in, metrics out)
 that tests check on hand-built cases; `Predictor` is the jitted batched inference that
-``cnncli predict`` (`cnncli.predict`) shares. Nothing here prints.
+``cnncli predict`` (`cnncli.inspect.predict`) shares. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class Predictor:
         import jax.numpy as jnp
         from flax import nnx
 
-        from cnncli.steps import StepConfig, make_logits_fn
+        from cnncli.train.step import StepConfig, make_logits_fn
 
         self.batch_size = int(batch_size)
         graphdef, self.params, self.rest = nnx.split(run.model, nnx.Param, ...)
@@ -237,7 +237,7 @@ class Predictor:
 
     def logits(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Logits of ``x (N, *input_shape)`` and the inference seconds (compilation excluded)."""
-        from cnncli.steps import batches, pad_batch
+        from cnncli.train.step import batches, pad_batch
 
         fn = self._compiled_for(x)
         out, seconds = [], 0.0
@@ -261,7 +261,7 @@ def load_eval_split(run, split: str | None = None, source: str | None = None):
     """Load a split for a run, checking it matches the run's input shape and classes.
 
     Args:
-        run: a `cnncli.runs.LoadedRun`.
+        run: a `cnncli.runs.load.LoadedRun`.
         split: split name; default the recipe's ``data.eval_split``.
         source: data source (``digits``, ``npz:PATH``, ...); default the recipe's.
 
@@ -271,7 +271,7 @@ def load_eval_split(run, split: str | None = None, source: str | None = None):
     Raises:
         DataError: the source's images or classes do not fit the run.
     """
-    from cnncli.data import load_split
+    from cnncli.data.base import load_split
 
     cfg = run.recipe.data
     split = split or cfg.eval_split
@@ -336,7 +336,7 @@ def evaluate_run(run, *, split: str | None = None, source: str | None = None, wo
     """Evaluate a loaded run on a split.
 
     Args:
-        run: a `cnncli.runs.LoadedRun` (``load_run(path, checkpoint)``).
+        run: a `cnncli.runs.load.LoadedRun` (``load_run(path, checkpoint)``).
         split: split name; default the recipe's evaluation split.
         source: another data source with the same input shape and classes.
         worst: also return this many most confidently wrong examples.
@@ -346,7 +346,7 @@ def evaluate_run(run, *, split: str | None = None, source: str | None = None, wo
 
 
 def evaluate_split(run, data, *, split: str, source: str, worst: int = 0, warnings: list[str] | None = None) -> EvalResult:
-    """Evaluate a loaded run on loaded data (a `cnncli.data.Split` checked by `load_eval_split`)."""
+    """Evaluate a loaded run on loaded data (a `cnncli.data.base.Split` checked by `load_eval_split`)."""
     n = int(data.x.shape[0])
     if n == 0:
         raise DataError(f"{source} [{split}] has no examples")

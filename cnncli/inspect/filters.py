@@ -1,7 +1,7 @@
 """What a trained network learned: its conv filters, their health, and what excites them.
 
-Everything here reads a `cnncli.runs.LoadedRun` and returns plain dataclasses;
-`cnncli.images` draws them and `cnncli.report_eval` prints them.
+Everything here reads a `cnncli.runs.load.LoadedRun` and returns plain dataclasses;
+`cnncli.pictures.images` draws them and `cnncli.report.eval` prints them.
 
 - `conv_layers` / `find_conv`: every conv with the names the recipe's layer table
   uses (``conv1``, ``resblock1.conv2``).
@@ -12,7 +12,7 @@ Everything here reads a `cnncli.runs.LoadedRun` and returns plain dataclasses;
   near-zero and near-duplicate filters; with the step-0 kernel, how far it moved.
 - `feature_maps`, `top_patches`, `rf_box`: activations for one input, the input
   patches that most excite each filter, and the receptive-field box of a position
-  (sizes from `cnncli.geometry`, so they agree with ``conv-arith``).
+  (sizes from `cnncli.arith.geometry`, so they agree with ``conv-arith``).
 
 A filter's *response* is its channel after the activation that follows the conv
 (skipping ``bn``/``dropout`` in between): ``conv1 -> bn1 -> relu1`` responds at
@@ -53,7 +53,7 @@ def conv_layers(run) -> list[ConvInfo]:
     """Every conv of a loaded run's model, in layer order."""
     from flax import nnx
 
-    from cnncli.layers import Activation, Dropout, Norm
+    from cnncli.arith.layers import Activation, Dropout, Norm
 
     specs, names = list(run.specs), list(run.model.layer_names)
     out = []
@@ -214,7 +214,7 @@ def filter_health(kernel: np.ndarray, dead_fraction: np.ndarray | None = None,
 def init_kernel(run, name: str) -> np.ndarray:
     """The step-0 kernel of a conv from the run's ``init.npz`` (``--compare-init``)."""
     from cnncli.errors import CheckpointError
-    from cnncli.runs import load_init_params
+    from cnncli.runs.load import load_init_params
 
     params = load_init_params(run.workdir)
     key = name.replace(".", "/") + "/kernel"
@@ -247,7 +247,7 @@ def response_fn(run, names: list[str]):
 
 def batched_responses(run, x: np.ndarray, names: list[str], batch_size: int = 256):
     """Yield ``(start, stop, {name: activation})`` over ``x`` in fixed-size padded batches."""
-    from cnncli.steps import batches, pad_batch
+    from cnncli.train.step import batches, pad_batch
 
     fn = response_fn(run, names)
     bs = min(batch_size, max(len(x), 1))
@@ -262,7 +262,7 @@ def dead_fractions(run, info: ConvInfo, x: np.ndarray) -> np.ndarray | None:
 
     None when the filter has no ReLU response (no relu after it, or it sits in a block).
     """
-    from cnncli.layers import Activation
+    from cnncli.arith.layers import Activation
 
     if info.response is None or info.response == info.name or len(x) == 0:
         return None
@@ -288,8 +288,8 @@ class FilterReport:
     health: list[FilterStat]
     num_examples: int  # validation examples behind the dead fractions (0: none)
     compared_to_init: bool = False
-    maps: object | None = None  # cnncli.activations.FeatureMaps
-    patches: object | None = None  # cnncli.activations.ActivatingPatches
+    maps: object | None = None  # cnncli.inspect.activations.FeatureMaps
+    patches: object | None = None  # cnncli.inspect.activations.ActivatingPatches
     pngs: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -302,7 +302,7 @@ class FilterReport:
 def _validation(run, examples: int, warnings: list[str]):
     """The first ``examples`` of the run's evaluation split, or (None, None) with a warning."""
     from cnncli.errors import CnnCliError
-    from cnncli.evaluate import load_eval_split
+    from cnncli.inspect.evaluate import load_eval_split
 
     try:
         data, _, _, notes = load_eval_split(run)
@@ -319,7 +319,7 @@ def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compar
     """Compute the grid, health, and optionally feature maps and patches of one conv layer.
 
     Args:
-        run: a `cnncli.runs.LoadedRun`.
+        run: a `cnncli.runs.load.LoadedRun`.
         layer: a conv name from `conv_layers` (default: the first conv).
         shared: one colour scale for the whole grid.
         compare_init: also measure how far each filter moved from its step-0 weights.
@@ -329,7 +329,7 @@ def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compar
         max_filters: filters in the grid (default 64) and with patches (default 8).
         examples: eval-split examples for dead fractions and patches.
     """
-    from cnncli import activations
+    from cnncli.inspect import activations
 
     if image is not None and index is not None:
         raise UsageError("give --image or --index, not both")
@@ -344,7 +344,7 @@ def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compar
     rep = FilterReport(info, run.step, grid, filter_health(kernel, dead, init), 0 if x is None else len(x),
                        compare_init, warnings=warnings)  # fmt: skip
     if image is not None:
-        from cnncli.predict import load_inputs
+        from cnncli.inspect.predict import load_inputs
 
         xs, names, notes = load_inputs(run, [image])
         rep.warnings += [f"{image}: {n}" for n in notes if n]

@@ -2,7 +2,7 @@
 
 PNG/JPEG images are converted to the run's channels and size and mapped onto its raw
 value range; ``.npy`` arrays hold raw values already. Inference is the jitted, batched
-`cnncli.evaluate.Predictor`. Nothing here prints.
+`cnncli.inspect.evaluate.Predictor`. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cnncli.errors import DataError, UsageError
-from cnncli.evaluate import Predictor, eval_batch_size, softmax
+from cnncli.inspect.evaluate import Predictor, eval_batch_size, softmax
 
 
 def _shape(shape) -> str:

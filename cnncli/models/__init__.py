@@ -1,7 +1,8 @@
 """Build Flax NNX modules from `LayerSpec` lists (layer 3: imports layers 0-2 only).
 
     from flax import nnx
-    from cnncli import layers, models
+    from cnncli.arith import layers
+    from cnncli import models
 
     specs = layers.parse_layers("conv:c=8,k=3,p=same relu maxpool:k=2 flatten dense")
     model = models.build_model(specs, (28, 28, 1), num_classes=10,
@@ -12,7 +13,7 @@
     model.conv_layers()                     # [('conv1', <PaddedConv>)]; blocks: 'resblock1.conv2'
     models.param_count(models.abstract_model(specs, (28, 28, 1), 10))  # shapes only, no memory
 
-Parameter paths start with the layer name (``cnncli.layers.layer_names``):
+Parameter paths start with the layer name (``cnncli.arith.layers.layer_names``):
 ``('conv1', 'kernel')``, ``('bn1', 'scale')``, ``('resblock1', 'conv2', 'kernel')``,
 ``('resblock1', 'proj', 'kernel')``, ``('bottleneck3', 'bn3', 'bias')``,
 ``('denseblock1', 'layer3', 'conv1', 'kernel')``, ``('transition1', 'conv', 'kernel')``.
@@ -40,7 +41,7 @@ Initialization: convs (and transposed convs) He normal with fan_out, variance
 dense, BatchNorm and LayerNorm keep flax's defaults (LeCun normal, ones/zeros).
 
 Precision: modules compute in their input's dtype. A bfloat16 input (``[train]
-precision = "bf16"``: `cnncli.steps` casts the parameters and the input) runs
+precision = "bf16"``: `cnncli.train.step` casts the parameters and the input) runs
 convolutions and dense layers on bfloat16 operands with float32 accumulation
 (`ops.mixed_conv`, `ops.Dense`) and BatchNorm statistics in float32.
 

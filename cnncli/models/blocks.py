@@ -5,7 +5,7 @@ Sub-layers are attributes with fixed names, so parameter paths read
 ``('denseblock1', 'layer3', 'conv1', 'kernel')``, ``('transition1', 'conv', 'kernel')``.
 Every block conv has no bias (a BatchNorm follows) and zero padding: ``k // 2`` on
 both sides for odd kernels, XLA ``same`` when a kernel size is even (`shapes.block_pads`,
-the rule `cnncli.geometry_blocks` uses).
+the rule `cnncli.arith.blocks` uses).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnncli import layers as L
+from cnncli.arith import layers as L
 from cnncli.errors import ShapeError
 from cnncli.models import pooling, shapes
 from cnncli.models.ops import batch_norm, conv, spatial
@@ -36,7 +36,7 @@ def _out(sizes, kernel, stride, pads, where):
 
 
 class ResBlock(nnx.Module):
-    """ResNet v1 basic block: conv-bn-relu-conv-bn, + shortcut, relu (see `cnncli.layers.ResBlock`).
+    """ResNet v1 basic block: conv-bn-relu-conv-bn, + shortcut, relu (see `cnncli.arith.layers.ResBlock`).
 
     Shortcut when channels or stride change: ``sc=conv`` is ``proj`` (1x1 conv,
     stride s) + ``proj_bn``; ``sc=pad`` takes ``x[:, ::s, ::s]`` and zero-pads the

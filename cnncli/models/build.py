@@ -6,16 +6,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cnncli.arith.layers import LayerSpec, parse_layers
+from cnncli.config.recipe import Recipe
 from cnncli.errors import RecipeError
-from cnncli.layers import LayerSpec, parse_layers
-from cnncli.recipe import Recipe
 
 
 def model_specs(recipe: Recipe, num_classes: int) -> tuple[LayerSpec, ...]:
     """The layer specs a recipe builds: its tokens, or its zoo architecture."""
     if recipe.model.layers is not None:
         return parse_layers(recipe.model.layers)
-    from cnncli import zoo
+    from cnncli.arith import zoo
 
     return zoo.build(recipe.model.arch, num_classes)
 
@@ -23,8 +23,7 @@ def model_specs(recipe: Recipe, num_classes: int) -> tuple[LayerSpec, ...]:
 def build_model(recipe: Recipe, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None):
     """Build the recipe's Flax model, checking that it ends in ``num_classes`` logits."""
     from cnncli.models import build_model as build
-
-    from cnncli.jaxsetup import configure
+    from cnncli.runtime.jaxsetup import configure
 
     configure()
     seed = recipe.train.seed if seed is None else seed

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import jax
 from flax import nnx
 
-from cnncli import layers as L
+from cnncli.arith import layers as L
 from cnncli.errors import LayerError, unknown_choice
 from cnncli.models import ops
 from cnncli.models.blocks import BLOCKS
@@ -37,7 +37,7 @@ class Model(nnx.Module):
     to ``jax.jit``).
 
     Attributes:
-        names: ``cnncli.layers.layer_names(specs)`` as a tuple (see `layer_names`).
+        names: ``cnncli.arith.layers.layer_names(specs)`` as a tuple (see `layer_names`).
         input_shape: per-example input shape, channels last.
         layer_shapes: per-example output shape of each layer, in order.
         output_shape: per-example output shape of the last layer.
@@ -65,7 +65,7 @@ class Model(nnx.Module):
 
     @property
     def layer_names(self) -> list[str]:
-        """``cnncli.layers.layer_names(specs)``: each is an attribute holding that layer's
+        """``cnncli.arith.layers.layer_names(specs)``: each is an attribute holding that layer's
         module, so its parameters live under ``(name, ...)``."""
         return list(self.names)
 
@@ -108,7 +108,7 @@ def build_model(specs: Sequence[L.LayerSpec], input_shape: Sequence[int], num_cl
     """Build the NNX module for a layer list.
 
     Args:
-        specs: parsed layers (`cnncli.layers.parse_layers`, `cnncli.zoo.build`).
+        specs: parsed layers (`cnncli.arith.layers.parse_layers`, `cnncli.arith.zoo.build`).
         input_shape: per-example shape, channels last: ``(H, W, C)``, ``(L, C)`` for
             1-D, ``(D, H, W, C)`` for 3-D. Convs and pools take their rank from it.
         num_classes: the width of any ``dense`` without ``c=``.

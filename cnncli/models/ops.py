@@ -16,9 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from cnncli import layers as L
+from cnncli.arith import layers as L
+from cnncli.arith.layers import PadPairs
 from cnncli.errors import LayerError, ShapeError
-from cnncli.layers import PadPairs
 from cnncli.models import pooling, shapes
 from cnncli.models.norm import BatchNorm
 

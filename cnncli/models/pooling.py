@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnncli.layers import PadPairs
+from cnncli.arith.layers import PadPairs
 
 # Above this many window elements the slices path's backward (one full-size pad
 # per element) costs more than reduce_window's select-and-scatter.

@@ -1,20 +1,20 @@
-"""Padding conventions resolved to explicit ``(lo, hi)`` pairs, axis by axis, via `cnncli.arith`.
+"""Padding conventions resolved to explicit ``(lo, hi)`` pairs, axis by axis, via `cnncli.arith.formulas`.
 
 The builder tracks every layer's output shape while it builds, because some layers
 need it: a ``same`` padding with ``pm=reflect`` becomes pairs that depend on the
 input size, and a ``dense`` after ``flatten`` needs the flattened width. The
 conventions (XLA ``same``, ``full``, PyTorch ceil mode and ``ConvTranspose``) live
-in `cnncli.arith`, shared with `cnncli.geometry`; this module only applies them per
+in `cnncli.arith.formulas`, shared with `cnncli.arith.geometry`; this module only applies them per
 axis. ``tests/test_models.py`` checks the shapes the built modules really produce
-against `cnncli.geometry`.
+against `cnncli.arith.geometry`.
 
 Pure Python: no jax. Sizes, kernels, strides and paddings are per spatial axis.
 """
 
 from __future__ import annotations
 
-from cnncli import arith
-from cnncli.layers import Padding, PadPairs, broadcast_pairs
+from cnncli.arith import formulas as arith
+from cnncli.arith.layers import Padding, PadPairs, broadcast_pairs
 
 
 def _axis(where: str, axis: int) -> str:
@@ -68,7 +68,7 @@ def tconv_geometry(padding: Padding, sizes, kernel, stride, dilation, output_pad
 def block_pads(sizes, kernel, stride) -> PadPairs:
     """Padding of a conv inside a residual block: ``k // 2`` each side for odd kernels
     (torchvision), XLA ``same`` when any kernel size is even (so the residual and
-    shortcut sizes still agree). The same rule as `cnncli.geometry_blocks`.
+    shortcut sizes still agree). The same rule as `cnncli.arith.blocks`.
     """
     if all(k % 2 for k in kernel):
         return tuple((k // 2, k // 2) for k in kernel)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnncli.arith import conv_output
+from cnncli.arith.formulas import conv_output
 from cnncli.errors import CnnCliError
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")

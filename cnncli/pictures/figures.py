@@ -1,7 +1,7 @@
 """The pictures ``eval`` and ``inspect-filters`` write: confusion matrix, worst examples,
 filter grids, feature maps, maximally activating patches.
 
-Built from `cnncli.images` primitives (tiles, grids, colours, line plots); every
+Built from `cnncli.pictures.images` primitives (tiles, grids, colours, line plots); every
 ``*_image`` returns an RGB `PIL.Image.Image`, and ``write_*`` save a result's PNGs.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnncli.images import (
+from cnncli.pictures.images import (
     BG,
     FG,
     diverging,
@@ -57,7 +57,7 @@ def _each_tile(grid, one_d, two_d) -> list[np.ndarray]:
 
 
 def filter_tiles(grid, *, min_tile: int = 48) -> list[np.ndarray]:
-    """uint8 tiles of a `cnncli.filters.FilterGrid`, filters major, channels minor."""
+    """uint8 tiles of a `cnncli.inspect.filters.FilterGrid`, filters major, channels minor."""
     return _each_tile(
         grid,
         lambda k: line_tile(k, (int(min_tile * 1.5), min_tile)),

@@ -1,11 +1,11 @@
 """Picture primitives: colours, tiles, labelled grids (Pillow), and terminal previews.
 
-`cnncli.figures` builds the PNGs of ``eval`` and ``inspect-filters`` from these;
+`cnncli.pictures.figures` builds the PNGs of ``eval`` and ``inspect-filters`` from these;
 `save` writes one. `terminal_image` turns an RGB array into rich `Text` of upper half blocks (``▀``: the
 foreground colours the top pixel, the background the bottom one), two pixels per
-character cell; `cnncli.report_eval` prints it only when stdout is a terminal.
+character cell; `cnncli.report.eval` prints it only when stdout is a terminal.
 
-Conventions: filter tiles are mid-gray at a zero weight (`cnncli.filters.FilterGrid`);
+Conventions: filter tiles are mid-gray at a zero weight (`cnncli.inspect.filters.FilterGrid`);
 raw inputs are scaled by the run's raw value range (``data.json``), so the digits'
 0..16 fill black to white; pixels outside the input (a receptive field reaching into
 the padding) are drawn in `OUTSIDE`. 1-D kernels and signals are drawn as line plots.

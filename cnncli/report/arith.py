@@ -1,4 +1,4 @@
-"""Rendering of a `cnncli.geometry.Analysis`: a rich table for people, a dict for scripts.
+"""Rendering of a `cnncli.arith.geometry.Analysis`: a rich table for people, a dict for scripts.
 
 Both are public and shared: ``cnncli conv-arith`` prints them, and ``cnncli train
 --dry-run`` reuses them to show what a recipe would build.
@@ -21,8 +21,8 @@ from typing import Any
 
 from rich.table import Table
 
-from cnncli.geometry import Analysis, LayerInfo
-from cnncli.layers import format_padding
+from cnncli.arith.geometry import Analysis, LayerInfo
+from cnncli.arith.layers import format_padding
 
 _SUFFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
 
@@ -85,7 +85,7 @@ def layer_table(analysis: Analysis, *, title: str | None = None) -> Table:
     """One row per layer, totals in the footer, the counting convention in the caption.
 
     Args:
-        analysis: from `cnncli.geometry.analyze`.
+        analysis: from `cnncli.arith.geometry.analyze`.
         title: optional table title (e.g. the architecture name).
     """
     total = analysis.total

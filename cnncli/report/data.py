@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncli import report
+from cnncli.report import console as report
 
 MIN_TILE = 64  # pixels: smallest side of a tile in a PNG grid
 LABEL_HEIGHT = 14  # pixels of text under each tile

@@ -13,7 +13,13 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from cnncli.report import print_json, stderr_console, stdout_console, to_jsonable, warn
+from cnncli.report.console import (
+    print_json,
+    stderr_console,
+    stdout_console,
+    to_jsonable,
+    warn,
+)
 
 MAX_CONFUSION_TABLE = 20  # classes; a wider matrix is only drawn in confusion.png
 MAX_HEALTH_ROWS = 64  # filters in the health table; flagged ones beyond are still listed
@@ -47,7 +53,7 @@ def eval_json(result, pngs: dict[str, Path | None]) -> dict[str, Any]:
 
 
 def print_eval(result, pngs: dict[str, Path | None], *, json_out: bool, worst_asked: int = 0) -> None:
-    """Print an `cnncli.evaluate.EvalResult`: summary, per-class table, confusion table, worst."""
+    """Print an `cnncli.inspect.evaluate.EvalResult`: summary, per-class table, confusion table, worst."""
     for text in result.warnings:
         warn(text)
     if json_out:

@@ -11,11 +11,26 @@ from __future__ import annotations
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from cnncli.report import print_json, stderr_console, stdout_console, warn
-from cnncli.train import CheckpointSaved, Compiled, EpochEnd, ExtensionBuild, RunFinished, RunStarted, StepEnd
+from cnncli.report.console import print_json, stderr_console, stdout_console, warn
+from cnncli.train.loop import (
+    CheckpointSaved,
+    Compiled,
+    EpochEnd,
+    ExtensionBuild,
+    RunFinished,
+    RunStarted,
+    StepEnd,
+)
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:

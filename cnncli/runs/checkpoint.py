@@ -14,7 +14,7 @@ manifest:
 - ``files.sha256.json``: size and sha256 of every file, to name the damaged file.
 
 orbax writes a step into a temporary directory and commits it with a rename
-(`cnncli.checkpoint_fs`); `Checkpoints.steps` lists only committed steps. Retention is
+(`cnncli.runs.checkpoint_fs`); `Checkpoints.steps` lists only committed steps. Retention is
 ours, not orbax's: after a new step has committed, steps beyond the newest ``keep`` and
 the best by eval accuracy are removed, so a failed save never costs an older step.
 """
@@ -34,9 +34,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from cnncli import checkpoint_fs as fs
-from cnncli.distributed import host
 from cnncli.errors import CheckpointError
+from cnncli.runs import checkpoint_fs as fs
+from cnncli.runtime.distributed import host
 
 STATE = "state"
 META = "meta"

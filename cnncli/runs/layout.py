@@ -11,7 +11,7 @@
       summary.json         the final results (the same object as train's last JSON line)
       curves.png           loss and accuracy per epoch
       init.npz             the step-0 parameters (for inspect-filters --compare-init)
-      checkpoints/<step>/  orbax checkpoints (see cnncli.checkpoint)
+      checkpoints/<step>/  orbax checkpoints (see cnncli.runs.checkpoint)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def default_workdir(recipe_path: str | Path, root: str | Path = "runs") -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    from cnncli.report import to_jsonable
+    from cnncli.report.console import to_jsonable
 
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
@@ -68,7 +68,7 @@ def read_json(path: Path) -> Any:
 
 def append_metrics(workdir: Path, record: dict) -> None:
     """Append one record to ``metrics.jsonl`` (one line, flushed)."""
-    from cnncli.report import to_jsonable
+    from cnncli.report.console import to_jsonable
 
     with open(workdir / METRICS, "a") as f:
         f.write(json.dumps(to_jsonable(record)) + "\n")

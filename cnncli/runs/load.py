@@ -15,11 +15,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from cnncli import rundir
-from cnncli.checkpoint import Checkpoints, from_tree
+from cnncli.arith.layers import LayerSpec
+from cnncli.config.recipe import Recipe
 from cnncli.errors import CheckpointError, RecipeError
-from cnncli.layers import LayerSpec
-from cnncli.recipe import Recipe
+from cnncli.runs import layout as rundir
+from cnncli.runs.checkpoint import Checkpoints, from_tree
 
 
 @dataclass
@@ -85,8 +85,8 @@ def load_run(path: str | Path, checkpoint: str | int = "latest", *, ema: bool = 
     Raises:
         CnnCliError: not a run directory, no such checkpoint, corrupt checkpoint.
     """
-    from cnncli.session import build_model
-    from cnncli.steps import trainable_filter
+    from cnncli.train.session import build_model
+    from cnncli.train.step import trainable_filter
 
     workdir = rundir.find_run(path)
     recipe = load_recipe_of(workdir)

@@ -1,7 +1,7 @@
 """The training loop: recipe in, run directory out, typed events on the way.
 
 `fit` never prints. It reports through ``on_event`` with the event dataclasses below;
-`cnncli.report_train` turns them into a rich progress display or JSON lines.
+`cnncli.report.train` turns them into a rich progress display or JSON lines.
 
 One seed drives everything: ``jax.random.key(seed)`` is split into parameter init,
 dropout, shuffling and augmentation streams, so the same recipe and seed on the same
@@ -21,12 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnncli import rundir
-from cnncli.distributed import host, is_main_process
+from cnncli.config.recipe import Recipe
 from cnncli.errors import DataError, TrainingError
-from cnncli.recipe import Recipe
-from cnncli.session import Session, build_session
-from cnncli.train_clock import Clock, SaveTimer
+from cnncli.runs import layout as rundir
+from cnncli.runtime.distributed import host, is_main_process
+from cnncli.train.clock import Clock, SaveTimer
+from cnncli.train.session import Session, build_session
 
 
 @dataclass(frozen=True)

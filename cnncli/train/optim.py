@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from cnncli.recipe import OptimizerConfig, ScheduleConfig
+from cnncli.config.recipe import OptimizerConfig, ScheduleConfig
 
 
 def decay_mask(params):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cnncli.recipe import Recipe
+from cnncli.config.recipe import Recipe
 
 TRAIN_FLOPS_FACTOR = 3  # backward ~ 2x forward (Kaplan et al. 2020; Hoffmann et al. 2022)
 
@@ -40,12 +40,12 @@ def recipe_as_toml(recipe: Recipe) -> str:
 
 def plan(recipe: Recipe) -> dict[str, Any]:
     """Everything the dry run shows, as plain data (also the ``--json`` output)."""
-    from cnncli import geometry
-    from cnncli.data import load_dataset
-    from cnncli.optim import make_schedule
-    from cnncli.report_arith import analysis_to_json
-    from cnncli.session import model_specs
-    from cnncli.train import steps_for
+    from cnncli.arith import geometry
+    from cnncli.data.base import load_dataset
+    from cnncli.report.arith import analysis_to_json
+    from cnncli.train.loop import steps_for
+    from cnncli.train.optim import make_schedule
+    from cnncli.train.session import model_specs
 
     data = load_dataset(recipe.data)
     num_classes = recipe.model.num_classes or data.num_classes
@@ -80,9 +80,9 @@ def plan(recipe: Recipe) -> dict[str, Any]:
 
 def dry_run(recipe: Recipe, *, json_out: bool) -> None:
     """Print the plan: JSON on stdout for scripts, or tables for a person."""
-    from cnncli.report import print_json, stdout_console
-    from cnncli.report_arith import human, layer_table
-    from cnncli.report_train import schedule_plot
+    from cnncli.report.arith import human, layer_table
+    from cnncli.report.console import print_json, stdout_console
+    from cnncli.report.train import schedule_plot
 
     info = plan(recipe)
     if json_out:

@@ -2,9 +2,9 @@
 
 Two entry points:
 
-- `synthetic_step`: cnncli's real train step (`cnncli.steps.make_train_step`, the
+- `synthetic_step`: cnncli's real train step (`cnncli.train.step.make_train_step`, the
   on-device training set, donated state, compiled ahead of time as
-  `cnncli.session.Session.compile` does) on random data, for a zoo name or layer
+  `cnncli.train.session.Session.compile` does) on random data, for a zoo name or layer
   tokens. The benchmarks (``benchmarks/vs_pytorch.py``, ``benchmarks/regression.py``)
   and `profile_steps` use it.
 - `profile_steps`: runs N compiled steps under ``jax.profiler.trace`` into a
@@ -16,7 +16,7 @@ Two entry points:
   optimized HLO (``compiled.as_text()``), which says what it computes.
 - `profile_recipe`: the same for a recipe's real session (``cnncli train --profile``).
 
-    from cnncli.profiling import synthetic_step, profile_steps
+    from cnncli.train.profiling import synthetic_step, profile_steps
     bench = synthetic_step("resnet20", (32, 32, 3), batch_size=128)
     report = profile_steps(bench.step, bench.state, bench.args, 5, "runs/prof")
     print(format_top_ops(report))
@@ -45,11 +45,11 @@ class Bench:
     """A compiled train step and the arguments it takes, ready to time."""
 
     step: Callable  # compiled: (state, x_all, y_all, perm, index, key) -> state
-    state: Any  # a `cnncli.steps.TrainState`; donated to each call, so use the returned one
+    state: Any  # a `cnncli.train.step.TrainState`; donated to each call, so use the returned one
     args: tuple  # (x_all, y_all, perm, index, key)
     compile_seconds: float  # tracing + lowering + XLA compilation of the step
     batch_size: int
-    forward_flops: int  # per example, `cnncli.geometry.analyze` (2 x MACs)
+    forward_flops: int  # per example, `cnncli.arith.geometry.analyze` (2 x MACs)
     specs: tuple = ()
     graphdef: Any = None
     split_filters: tuple = ()
@@ -72,7 +72,7 @@ class Bench:
 
 def model_specs(model: str, num_classes: int):
     """A zoo name or layer tokens -> `LayerSpec` tuple."""
-    from cnncli import layers, zoo
+    from cnncli.arith import layers, zoo
 
     if model in zoo.names():
         return tuple(zoo.build(model, num_classes))
@@ -95,7 +95,7 @@ def synthetic_step(
 ) -> Bench:
     """cnncli's train step for ``model`` with SGD+momentum on a random on-device training set.
 
-    Built as `cnncli.session.Session.setup_model` builds it (except that parameters
+    Built as `cnncli.train.session.Session.setup_model` builds it (except that parameters
     are initialized eagerly from rbg keys): split into (trainable, rest), `make_train_step` with a
     `StepConfig`, uint8 images normalized on the device, state donated, compiled
     ahead of time (``lower(...).compile()``).
@@ -105,13 +105,13 @@ def synthetic_step(
         input_shape: per-example shape, channels last.
         batch_size: examples per step.
         num_classes: logits width.
-        precision: ``fp32`` or ``bf16`` (`cnncli.steps.StepConfig.compute_dtype`).
+        precision: ``fp32`` or ``bf16`` (`cnncli.train.step.StepConfig.compute_dtype`).
         learning_rate, momentum: ``optax.sgd``.
         num_train: size of the random training set (default 4 batches).
         seed: parameter and data seed.
-        compiler_options: XLA options (``"auto"``: cnncli's, `cnncli.steps.xla_options`;
+        compiler_options: XLA options (``"auto"``: cnncli's, `cnncli.train.step.xla_options`;
             None: XLA's defaults).
-        conv_backend: ``xla`` or ``onednn`` (`cnncli.steps.StepConfig.conv_backend`).
+        conv_backend: ``xla`` or ``onednn`` (`cnncli.train.step.StepConfig.conv_backend`).
     """
     import jax
     import jax.numpy as jnp
@@ -119,10 +119,15 @@ def synthetic_step(
     import optax
     from flax import nnx
 
-    from cnncli import geometry
-    from cnncli.jaxsetup import configure
+    from cnncli.arith import geometry
     from cnncli.models import build_model
-    from cnncli.steps import StepConfig, fresh_state, make_train_step, trainable_filter
+    from cnncli.runtime.jaxsetup import configure
+    from cnncli.train.step import (
+        StepConfig,
+        fresh_state,
+        make_train_step,
+        trainable_filter,
+    )
 
     configure()
     specs = model_specs(model, num_classes)
@@ -313,7 +318,7 @@ def format_top_ops(report: ProfileReport, n: int = 15) -> str:
 def profile_recipe(recipe, workdir: str | Path, n_steps: int = 10) -> ProfileReport:
     """Profile a recipe's real train step: ``cnncli train RECIPE --profile N``.
 
-    Builds the session exactly as `cnncli.train.fit` does (data on the device, the
+    Builds the session exactly as `cnncli.train.loop.fit` does (data on the device, the
     model, the optimizer, the step compiled ahead of time), then traces ``n_steps``
     steps from a fresh state into ``WORKDIR/profile``. Nothing is trained for real:
     no checkpoint is written and ``metrics.jsonl`` is not touched.
@@ -324,7 +329,7 @@ def profile_recipe(recipe, workdir: str | Path, n_steps: int = 10) -> ProfileRep
     """
     import numpy as np
 
-    from cnncli.session import build_session
+    from cnncli.train.session import build_session
 
     workdir = Path(workdir)
     sess = build_session(recipe, workdir)

@@ -24,13 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cnncli import distributed, rundir
-from cnncli.checkpoint import Checkpoints, flat_tree, state_nbytes, to_tree
-from cnncli.checkpoint_fs import committed_steps
-from cnncli.data import Dataset, load_dataset
+from cnncli.config.recipe import Recipe
+from cnncli.data.base import Dataset, load_dataset
 from cnncli.errors import CheckpointError, CnnCliError, RecipeError
-from cnncli.modelbuild import build_model, model_specs  # noqa: F401 (re-exported)
-from cnncli.recipe import Recipe
+from cnncli.models.build import build_model, model_specs  # noqa: F401 (re-exported)
+from cnncli.runs import layout as rundir
+from cnncli.runs.checkpoint import Checkpoints, flat_tree, state_nbytes, to_tree
+from cnncli.runs.checkpoint_fs import committed_steps
+from cnncli.runtime import distributed
 
 # Fields whose change alters the training trajectory: resuming across them is refused.
 TRAJECTORY_FIELDS = ("data", "model", "optimizer", "schedule", "train.seed", "train.epochs", "train.steps",
@@ -80,8 +81,13 @@ class Session:
 
     # ---------------------------------------------------------------- set-up
     def setup_model(self) -> None:
-        from cnncli import optim
-        from cnncli.steps import StepConfig, make_eval_step, make_train_step, trainable_filter
+        from cnncli.train import optim
+        from cnncli.train.step import (
+            StepConfig,
+            make_eval_step,
+            make_train_step,
+            trainable_filter,
+        )
 
         seed = self.recipe.train.seed
         model, self.specs = build_model(self.recipe, self.data.input_shape, self.num_classes)
@@ -150,17 +156,17 @@ class Session:
         return tuple(self.placement.split_batch(a) for a in (x, y, mask))
 
     def zero_sums(self):
-        from cnncli.steps import zero_sums
+        from cnncli.train.step import zero_sums
 
         return zero_sums()
 
     def batches(self, n, bs):
-        from cnncli.steps import batches
+        from cnncli.train.step import batches
 
         return batches(n, bs)
 
     def pad(self, x, y, bs):
-        from cnncli.steps import pad_batch
+        from cnncli.train.step import pad_batch
 
         return pad_batch(x, y, bs)
 
@@ -169,7 +175,7 @@ class Session:
         return self._perm(self.shuffle_key, epoch)
 
     def fresh_state(self):
-        from cnncli.steps import fresh_state
+        from cnncli.train.step import fresh_state
 
         params, rest = self._init
         return fresh_state(params, rest, self.tx, ema=self.recipe.train.ema_decay is not None)
@@ -242,7 +248,7 @@ class Session:
             )
 
     def started_event(self, state, epoch):
-        from cnncli.train import RunStarted
+        from cnncli.train.loop import RunStarted
 
         resumed = self.resumed or (None, None, None, None)
         return RunStarted(
@@ -325,7 +331,7 @@ def _make_augment(recipe: Recipe, data: Dataset):
     if not recipe.data.augment:
         return None
     try:
-        from cnncli.augment import make_augment
+        from cnncli.data.augment.core import make_augment
     except ImportError:
         raise RecipeError("data.augment: augmentation is not available in this version") from None
     return make_augment(recipe.data.augment, data)
@@ -403,15 +409,15 @@ def build_session(recipe: Recipe, workdir: Path, *, recipe_text: str | None = No
                   on_event: Callable | None = None) -> Session:  # fmt: skip
     """Load the data, build the model and steps, and open the run directory.
 
-    ``on_event`` receives `cnncli.train.ExtensionBuild` before a first build of the
-    oneDNN extension (the other events come from `cnncli.train.fit`).
+    ``on_event`` receives `cnncli.train.loop.ExtensionBuild` before a first build of the
+    oneDNN extension (the other events come from `cnncli.train.loop.fit`).
 
     Raises:
         CheckpointError: ``resume_from`` names no committed checkpoint (checked before
             anything is written).
     """
-    from cnncli.jaxsetup import configure
-    from cnncli.train import ExtensionBuild, steps_for
+    from cnncli.runtime.jaxsetup import configure
+    from cnncli.train.loop import ExtensionBuild, steps_for
 
     configure()  # host malloc and the compile cache, before this process's first JAX call starts XLA's threads
     if resume_from is not None and not committed_steps(workdir / rundir.CHECKPOINTS):

@@ -31,8 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
-from flax import struct
+from flax import nnx, struct
 
 from cnncli.models.ops import conv_backend
 

@@ -16,7 +16,7 @@ Randomness: op ``i`` uses ``fold_in(key, i)``; per-example ops split that key ov
 batch. The same key gives the same batch, bit for bit. ``p`` is per example, except
 for ``mixup`` and ``cutmix``, which mix the whole batch with probability ``p``.
 
-The geometric and RandAugment ops live in `cnncli.augment_geometry`.
+The geometric and RandAugment ops live in `cnncli.data.augment.geometric`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Context:
 
     @classmethod
     def from_data(cls, data) -> Context:
-        """From a `cnncli.data.Dataset` (``input_shape``, ``mean``, ``std``, ``value_range``)."""
+        """From a `cnncli.data.base.Dataset` (``input_shape``, ``mean``, ``std``, ``value_range``)."""
         shape = tuple(data.input_shape)
         channels = shape[-1]
         lo, hi = (float(v) for v in data.value_range)
@@ -278,7 +278,7 @@ def _p(default: float) -> Arg:
 
 
 def _specs() -> dict[str, OpSpec]:
-    from cnncli import augment_geometry as geo
+    from cnncli.data.augment import geometric as geo
 
     fill0 = Arg(0.0, "fill")
     return {
@@ -337,7 +337,7 @@ def validate_ops(ops: list, input_shape: tuple[int, ...]) -> list[tuple[str, dic
     """Check op names and arguments against the data; return ``(name, args with defaults)`` pairs.
 
     Args:
-        ops: `cnncli.recipe.AugmentOp`s (or plain dicts with an ``op`` key).
+        ops: `cnncli.config.recipe.AugmentOp`s (or plain dicts with an ``op`` key).
         input_shape: one example's shape, channels last.
 
     Raises:
@@ -358,8 +358,8 @@ def make_augment(ops: list, data) -> Callable[[jax.Array, jax.Array, jax.Array],
     """Build the on-device augmentation for a recipe's ``data.augment`` list.
 
     Args:
-        ops: the ordered `cnncli.recipe.AugmentOp`s.
-        data: the `cnncli.data.Dataset` (shape, mean/std, value range).
+        ops: the ordered `cnncli.config.recipe.AugmentOp`s.
+        data: the `cnncli.data.base.Dataset` (shape, mean/std, value range).
 
     Returns:
         ``augment(key, x, targets) -> (x, targets)`` on normalized float32 ``(B, *spatial, C)``

@@ -19,7 +19,15 @@ import math
 import jax
 import jax.numpy as jnp
 
-from cnncli.augment import Context, Op, each, fill_value, materialize, per_example, shift_crop
+from cnncli.data.augment.core import (
+    Context,
+    Op,
+    each,
+    fill_value,
+    materialize,
+    per_example,
+    shift_crop,
+)
 
 COLOUR = ("identity", "autocontrast", "brightness", "color", "contrast", "posterize", "sharpness", "solarize")
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")

@@ -1,0 +1,1 @@
+"""On-device augmentation: ops that run inside the jitted train step."""
