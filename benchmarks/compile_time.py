@@ -37,14 +37,10 @@ def child(model: str, variant: str) -> dict:
     from flax import nnx
 
     from cnncli.models import build_model
+    from cnncli.models.apply import StepConfig, trainable_filter
     from cnncli.runtime.jaxsetup import configure
     from cnncli.train import profiling
-    from cnncli.train.step import (
-        StepConfig,
-        fresh_state,
-        make_train_step,
-        trainable_filter,
-    )
+    from cnncli.train.step import fresh_state, make_train_step
 
     configure()
     if variant == "flax-bn":

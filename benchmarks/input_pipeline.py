@@ -27,7 +27,7 @@ import numpy as np
 
 from cnncli.data.augment.core import make_augment
 from cnncli.data.base import Dataset, Split, channel_stats
-from cnncli.train.step import StepConfig, preprocess
+from cnncli.models.apply import StepConfig, preprocess
 
 PIPELINES = {
     "none": [],

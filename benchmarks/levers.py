@@ -8,7 +8,7 @@ images/s and process CPU milliseconds per step. On a shared machine the CPU time
 is the steadier number (time the process was descheduled does not count), so the
 table shows both. Variants:
 
-- ``default``: what cnncli ships (`cnncli.train.step.xla_options`, `cnncli.models.norm.BatchNorm`).
+- ``default``: what cnncli ships (`cnncli.models.apply.xla_options`, `cnncli.models.norm.BatchNorm`).
 - ``xla-defaults``: no cnncli XLA options (XLA's default YNNPACK fusion set).
 - ``flax-bn``: `nnx.BatchNorm` and `nnx.Conv.__call__` instead of cnncli's.
 - ``flax-bn+xla-defaults``: both of the above (the code before issue #8).
@@ -132,8 +132,8 @@ def reduce_window_pools():
 
 
 def build(variant: str, model: str, shape, batch_size: int):
+    from cnncli.models.apply import CPU_COMPILER_OPTIONS
     from cnncli.train.profiling import synthetic_step
-    from cnncli.train.step import CPU_COMPILER_OPTIONS
 
     options: dict | str | None = "auto"
     precision = "fp32"

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import TINY_RECIPE, write_recipe
+from helpers import TINY_RECIPE, write_recipe
 
 from cnncli.cli.app import main
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RESUME_RECIPE, TINY_RECIPE, state_digest, write_recipe
+from helpers import RESUME_RECIPE, TINY_RECIPE, state_digest, write_recipe
 
 from cnncli.cli.app import main
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RESUME_RECIPE, state_digest, write_recipe
+from helpers import RESUME_RECIPE, state_digest, write_recipe
 
 from cnncli.runs import checkpoint_fs as fs
 from cnncli.runs.checkpoint import Checkpoints

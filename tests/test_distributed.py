@@ -15,7 +15,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import TINY_RECIPE, write_recipe
+from helpers import TINY_RECIPE, write_recipe
 
 TIMEOUT = 240  # seconds per subprocess: import + compile + a few steps on 2 loaded cores
 

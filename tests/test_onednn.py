@@ -316,7 +316,7 @@ def test_the_built_extension_is_reused(monkeypatch, tmp_path):
 
 @needs_onednn
 def test_a_terminal_run_says_before_the_first_build(tmp_path, capsys, monkeypatch):
-    from conftest import TINY_RECIPE, write_recipe
+    from helpers import TINY_RECIPE, write_recipe
 
     monkeypatch.setattr("cnncli.report.console.is_interactive", lambda: True)
     recipe = write_recipe(tmp_path, TINY_RECIPE)
@@ -459,12 +459,8 @@ def test_a_train_step_with_onednn_matches_xla():
 
     from cnncli.arith import layers
     from cnncli.models import build_model
-    from cnncli.train.step import (
-        StepConfig,
-        fresh_state,
-        make_train_step,
-        trainable_filter,
-    )
+    from cnncli.models.apply import StepConfig, trainable_filter
+    from cnncli.train.step import fresh_state, make_train_step
 
     tokens = "conv:c=8,k=3,p=same bn relu maxpool:k=2 resblock:c=16,s=2 conv:c=16,k=1 relu gap dense"
     model = build_model(layers.parse_layers(tokens), (12, 12, 3), 5,
@@ -571,7 +567,7 @@ def _cli(argv, capsys):
 def test_train_with_onednn_matches_xla_and_eval_reproduces_it(tmp_path, capsys):
     import json
 
-    from conftest import TINY_RECIPE, write_recipe
+    from helpers import TINY_RECIPE, write_recipe
 
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     finals = {}
@@ -596,7 +592,7 @@ def test_train_with_onednn_matches_xla_and_eval_reproduces_it(tmp_path, capsys):
 
 
 def test_onednn_off_the_cpu_fails_before_writing_anything(tmp_path, monkeypatch):
-    from conftest import TINY_RECIPE, write_recipe
+    from helpers import TINY_RECIPE, write_recipe
 
     from cnncli.config.recipe import load_recipe
     from cnncli.errors import RecipeError
@@ -611,7 +607,7 @@ def test_onednn_off_the_cpu_fails_before_writing_anything(tmp_path, monkeypatch)
 
 
 def test_an_unknown_backend_names_the_choices(tmp_path, capsys):
-    from conftest import TINY_RECIPE, write_recipe
+    from helpers import TINY_RECIPE, write_recipe
 
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     code, _, err = _cli(["train", str(recipe), "--set", "train.conv_backend=mkl", "--dry-run"], capsys)
@@ -623,7 +619,7 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
     """auto never fails: off the CPU, on several devices, or without oneDNN it is xla, with the reason."""
     from types import SimpleNamespace
 
-    from conftest import TINY_RECIPE, write_recipe
+    from helpers import TINY_RECIPE, write_recipe
 
     from cnncli.config.recipe import load_recipe
     from cnncli.train import session
@@ -664,7 +660,7 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
 def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
     import json
 
-    from conftest import TINY_RECIPE, write_recipe
+    from helpers import TINY_RECIPE, write_recipe
 
     def missing():
         raise onednn.OneDNNUnavailable("oneDNN 3.x was not found")
@@ -685,7 +681,7 @@ def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
 @needs_onednn
 @pytest.mark.slow
 def test_onednn_on_a_mesh_of_several_devices_is_refused(tmp_path):
-    from conftest import TINY_RECIPE, write_recipe
+    from helpers import TINY_RECIPE, write_recipe
 
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")

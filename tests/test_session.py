@@ -15,7 +15,7 @@ from collections import namedtuple
 
 import jax
 import pytest
-from conftest import RESUME_RECIPE, state_digest, write_recipe
+from helpers import RESUME_RECIPE, state_digest, write_recipe
 
 from cnncli.config.recipe import load_recipe
 from cnncli.errors import CheckpointError

@@ -16,15 +16,14 @@ from flax import nnx
 
 from cnncli.arith import layers
 from cnncli.models import build_model
-from cnncli.models.norm import BatchNorm, batch_norm_train
-from cnncli.train.step import (
+from cnncli.models.apply import (
     StepConfig,
     compute_params,
-    fresh_state,
-    make_train_step,
     trainable_filter,
     xla_options,
 )
+from cnncli.models.norm import BatchNorm, batch_norm_train
+from cnncli.train.step import fresh_state, make_train_step
 
 TOKENS = "conv:c=4,k=3,p=same bn relu maxpool:k=2 resblock:c=8,s=2 dropout:r=0.1 gap dense"
 SHAPE = (8, 8, 3)

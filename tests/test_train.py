@@ -8,7 +8,7 @@ import logging
 import jax
 import numpy as np
 import pytest
-from conftest import TINY_RECIPE, write_recipe
+from helpers import TINY_RECIPE, write_recipe
 
 from cnncli.config.recipe import load_recipe
 from cnncli.errors import DataError, RecipeError, TrainingError

@@ -4,7 +4,7 @@
 split or data source with the same input shape and classes), runs jitted batched
 inference with one fixed batch size (the last batch padded, so it compiles once)
 and returns an `EvalResult` of plain data. It computes logits exactly as training's
-evaluation does (`cnncli.train.step.make_logits_fn`, the same batch size), so evaluating
+evaluation does (`cnncli.models.apply.make_logits_fn`, the same batch size), so evaluating
 the final checkpoint reproduces the ``eval_accuracy`` the run logged.
 
 `classification_metrics` is the pure-numpy core (logits and labels in, metrics out)
@@ -212,7 +212,7 @@ class Predictor:
         import jax.numpy as jnp
         from flax import nnx
 
-        from cnncli.train.step import StepConfig, make_logits_fn
+        from cnncli.models.apply import StepConfig, make_logits_fn
 
         self.batch_size = int(batch_size)
         graphdef, self.params, self.rest = nnx.split(run.model, nnx.Param, ...)
@@ -237,7 +237,7 @@ class Predictor:
 
     def logits(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Logits of ``x (N, *input_shape)`` and the inference seconds (compilation excluded)."""
-        from cnncli.train.step import batches, pad_batch
+        from cnncli.data.batching import batches, pad_batch
 
         fn = self._compiled_for(x)
         out, seconds = [], 0.0

@@ -247,7 +247,7 @@ def response_fn(run, names: list[str]):
 
 def batched_responses(run, x: np.ndarray, names: list[str], batch_size: int = 256):
     """Yield ``(start, stop, {name: activation})`` over ``x`` in fixed-size padded batches."""
-    from cnncli.train.step import batches, pad_batch
+    from cnncli.data.batching import batches, pad_batch
 
     fn = response_fn(run, names)
     bs = min(batch_size, max(len(x), 1))

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from cnncli._json import to_jsonable
 from cnncli.errors import CnnCliError
 
 
@@ -43,25 +44,6 @@ def stderr_console() -> Console:
 def is_interactive() -> bool:
     """True when stdout is a terminal (human output), False when piped (JSON lines)."""
     return sys.stdout.isatty()
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Make dataclasses, tuples, numpy scalars and arrays JSON-serializable."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None  # JSON has no NaN/inf; null is what parsers accept
-    if hasattr(obj, "tolist"):  # numpy / jax arrays and scalars
-        return to_jsonable(obj.tolist())
-    if hasattr(obj, "__fspath__"):
-        return os.fspath(obj)
-    return obj
 
 
 def print_json(obj: Any) -> None:

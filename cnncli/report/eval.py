@@ -13,13 +13,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from cnncli.report.console import (
-    print_json,
-    stderr_console,
-    stdout_console,
-    to_jsonable,
-    warn,
-)
+from cnncli._json import to_jsonable
+from cnncli.report.console import print_json, stderr_console, stdout_console, warn
 
 MAX_CONFUSION_TABLE = 20  # classes; a wider matrix is only drawn in confusion.png
 MAX_HEALTH_ROWS = 64  # filters in the health table; flagged ones beyond are still listed

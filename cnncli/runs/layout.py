@@ -49,7 +49,7 @@ def default_workdir(recipe_path: str | Path, root: str | Path = "runs") -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    from cnncli.report.console import to_jsonable
+    from cnncli._json import to_jsonable
 
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
@@ -68,7 +68,7 @@ def read_json(path: Path) -> Any:
 
 def append_metrics(workdir: Path, record: dict) -> None:
     """Append one record to ``metrics.jsonl`` (one line, flushed)."""
-    from cnncli.report.console import to_jsonable
+    from cnncli._json import to_jsonable
 
     with open(workdir / METRICS, "a") as f:
         f.write(json.dumps(to_jsonable(record)) + "\n")

@@ -85,8 +85,8 @@ def load_run(path: str | Path, checkpoint: str | int = "latest", *, ema: bool = 
     Raises:
         CnnCliError: not a run directory, no such checkpoint, corrupt checkpoint.
     """
-    from cnncli.train.session import build_model
-    from cnncli.train.step import trainable_filter
+    from cnncli.models.apply import trainable_filter
+    from cnncli.models.build import build_model
 
     workdir = rundir.find_run(path)
     recipe = load_recipe_of(workdir)

@@ -5,7 +5,7 @@ A persistent XLA compilation cache (``~/.cache/cnncli/xla``, or ``$CNNCLI_CACHE_
 its train and eval steps. On this 2-core CPU that saves about 2 s of a 4 s start.
 
 No XLA_FLAGS are set here: the XLA CPU options cnncli uses are passed per compiled
-program (`cnncli.train.step.xla_options`, ``jax.jit(..., compiler_options=...)``), which
+program (`cnncli.models.apply.xla_options`, ``jax.jit(..., compiler_options=...)``), which
 works whenever the backend was started and touches no other program. Thread
 settings are left to XLA (one intra-op thread per core); see BENCHMARKS.md, "Levers".
 

@@ -105,13 +105,13 @@ def synthetic_step(
         input_shape: per-example shape, channels last.
         batch_size: examples per step.
         num_classes: logits width.
-        precision: ``fp32`` or ``bf16`` (`cnncli.train.step.StepConfig.compute_dtype`).
+        precision: ``fp32`` or ``bf16`` (`cnncli.models.apply.StepConfig.compute_dtype`).
         learning_rate, momentum: ``optax.sgd``.
         num_train: size of the random training set (default 4 batches).
         seed: parameter and data seed.
-        compiler_options: XLA options (``"auto"``: cnncli's, `cnncli.train.step.xla_options`;
+        compiler_options: XLA options (``"auto"``: cnncli's, `cnncli.models.apply.xla_options`;
             None: XLA's defaults).
-        conv_backend: ``xla`` or ``onednn`` (`cnncli.train.step.StepConfig.conv_backend`).
+        conv_backend: ``xla`` or ``onednn`` (`cnncli.models.apply.StepConfig.conv_backend`).
     """
     import jax
     import jax.numpy as jnp
@@ -121,13 +121,9 @@ def synthetic_step(
 
     from cnncli.arith import geometry
     from cnncli.models import build_model
+    from cnncli.models.apply import StepConfig, trainable_filter
     from cnncli.runtime.jaxsetup import configure
-    from cnncli.train.step import (
-        StepConfig,
-        fresh_state,
-        make_train_step,
-        trainable_filter,
-    )
+    from cnncli.train.step import fresh_state, make_train_step
 
     configure()
     specs = model_specs(model, num_classes)

@@ -81,13 +81,9 @@ class Session:
 
     # ---------------------------------------------------------------- set-up
     def setup_model(self) -> None:
+        from cnncli.models.apply import StepConfig, trainable_filter
         from cnncli.train import optim
-        from cnncli.train.step import (
-            StepConfig,
-            make_eval_step,
-            make_train_step,
-            trainable_filter,
-        )
+        from cnncli.train.step import make_eval_step, make_train_step
 
         seed = self.recipe.train.seed
         model, self.specs = build_model(self.recipe, self.data.input_shape, self.num_classes)
@@ -161,12 +157,12 @@ class Session:
         return zero_sums()
 
     def batches(self, n, bs):
-        from cnncli.train.step import batches
+        from cnncli.data.batching import batches
 
         return batches(n, bs)
 
     def pad(self, x, y, bs):
-        from cnncli.train.step import pad_batch
+        from cnncli.data.batching import pad_batch
 
         return pad_batch(x, y, bs)
 

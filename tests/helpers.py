@@ -1,0 +1,53 @@
+"""Shared test helpers: the tiny recipes every training test uses, and a checkpoint digest.
+
+Imported by tests as ``from helpers import ...`` (pytest puts tests/ on sys.path); fixtures
+that build real runs from these live in conftest.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_RECIPE = """\
+# A tiny recipe for tests: two conv layers on the 8x8 digits.
+[data]
+source = "digits"
+batch_size = 64
+
+[model]
+layers = ["conv:c=8,k=3,p=same", "bn", "relu", "maxpool:k=2",
+          "conv:c=16,k=3,p=same", "relu", "gap", "dense"]
+
+[optimizer]
+name = "adam"
+learning_rate = 0.01
+
+[train]
+epochs = 2
+seed = 0
+"""
+
+
+def write_recipe(directory: Path, text: str = TINY_RECIPE, name: str = "tiny.toml") -> Path:
+    """Write a recipe file and return its path."""
+    path = Path(directory) / name
+    path.write_text(text)
+    return path
+
+
+# Trajectory fields as TINY_RECIPE: 22 steps per epoch (1438 digits // 64), 44 steps.
+# Progress every step; a checkpoint every 10 steps, all kept, so any step can be compared.
+RESUME_RECIPE = TINY_RECIPE + "log_every = 1\ncheckpoint_every_steps = 10\nkeep = 10\n"
+STATE_PARTS = ("params", "rest", "opt", "ema", "step")  # what a bit-identical resume must reproduce
+
+
+def state_digest(workdir: Path, step: int | str = "latest") -> str:
+    """sha256 over every array (parameters, batch statistics, optimizer state, step) of a checkpoint."""
+    from cnncli.runs.checkpoint import Checkpoints, tree_digest
+
+    store = Checkpoints(Path(workdir) / "checkpoints", async_save=False)
+    try:
+        tree, _ = store.restore_tree(store.resolve(step))
+    finally:
+        store.close()
+    return tree_digest(tree, STATE_PARTS)
