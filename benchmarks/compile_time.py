@@ -9,7 +9,7 @@ initialized from threefry keys, the jax default, instead of rbg keys) and
 ``flax-bn`` (flax's BatchNorm and Conv call), ``onednn`` (``conv_backend =
 "onednn"``; with the cache off nothing is recorded, so its first step times oneDNN's
 implementations) and ``onednn-untuned`` (``CNNCLI_ONEDNN_TUNE=off``). "step" is what
-``Session.compile`` times (trace + lower + compile of the train step); "init" is
+`cnncli.train.program.build_program` times (trace + lower + compile of the train step); "init" is
 the one ``nnx.jit`` program that initializes the model.
 """
 
@@ -36,10 +36,11 @@ def child(model: str, variant: str) -> dict:
     import optax
     from flax import nnx
 
+    from cnncli.config.specs import model_specs
     from cnncli.models import build_model
-    from cnncli.models.apply import StepConfig, trainable_filter
+    from cnncli.models.apply import make_step_config
     from cnncli.runtime.jaxsetup import configure
-    from cnncli.train import profiling
+    from cnncli.train.program import split_model
     from cnncli.train.step import fresh_state, make_train_step
 
     configure()
@@ -50,14 +51,13 @@ def child(model: str, variant: str) -> dict:
         flax_modules().__enter__()
     t_import = time.perf_counter() - t0
     name, shape = MODELS[model]
-    specs = profiling.model_specs(name, 10)
+    specs = model_specs(name, 10)
     key = 0 if variant == "threefry-init" else jax.random.key(0, impl="rbg")
     t0 = time.perf_counter()
     net = nnx.jit(lambda: build_model(specs, shape, 10, rngs=nnx.Rngs(params=key, dropout=1)))()
     jax.block_until_ready(nnx.state(net))
     t_init = time.perf_counter() - t0
-    filters = (trainable_filter([]), ...)
-    graphdef, params, rest = nnx.split(net, *filters)
+    parts = split_model(net)
     tx = optax.sgd(0.01, momentum=0.9)
     backend = "onednn" if variant.startswith("onednn") else "xla"
     if variant == "onednn-untuned":
@@ -66,10 +66,10 @@ def child(model: str, variant: str) -> dict:
         from cnncli.native import onednn
 
         onednn.load()
-    cfg = StepConfig(num_classes=10, mean=(0.0,) * shape[-1], std=(1.0,) * shape[-1], batch_size=128,
-                     conv_backend=backend)  # fmt: skip
-    step = make_train_step(graphdef, filters, tx, cfg)
-    state = fresh_state(params, rest, tx)
+    cfg = make_step_config({"mean": [0.0] * shape[-1], "std": [1.0] * shape[-1]}, num_classes=10, batch_size=128,
+                           conv_backend=backend)  # fmt: skip
+    step = make_train_step(parts.graphdef, parts.split_filters, tx, cfg)
+    state = fresh_state(parts.params, parts.rest, tx)
     args = (jnp.zeros((256, *shape), jnp.uint8), jnp.zeros((256,), jnp.int32), jnp.arange(256, dtype=jnp.int32),
             np.int32(0), jax.random.key(0))  # fmt: skip
     jax.block_until_ready(state)

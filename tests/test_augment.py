@@ -12,12 +12,12 @@ import pytest
 from cnncli.config.recipe import AugmentOp
 from cnncli.data.augment.core import (
     OPS,
-    Context,
     make_augment,
     op_arguments,
     validate_ops,
 )
 from cnncli.data.augment.geometric import POLICY, warp
+from cnncli.data.augment.primitives import Context
 from cnncli.data.base import Dataset, Split, channel_stats
 from cnncli.errors import RecipeError
 

@@ -387,3 +387,50 @@ def test_a_corrupt_checkpoint_points_to_the_newest_earlier_one_for_train_and_eva
         f"continues from it, `cnncli eval {run} --checkpoint 2` evaluates it"
     )
     store.close()
+
+
+# ------------------------------------------------- orbax's private commit class
+def test_the_orbax_adapter_assumptions_hold_for_the_installed_orbax():
+    """What the commit hook assumes of orbax's private AtomicRenameTemporaryPath (`orbax_adapter`)."""
+    import importlib
+    import inspect
+
+    from cnncli.runs import orbax_adapter as adapter
+
+    module = importlib.import_module(adapter.PRIVATE_MODULE)
+    cls = getattr(module, adapter.PRIVATE_CLASS)
+    assert adapter.atomic_rename_base() is cls
+    for name, (is_async, params) in adapter.HOOKED_METHODS.items():
+        method = getattr(cls, name)
+        assert inspect.iscoroutinefunction(method) == is_async, name
+        assert tuple(inspect.signature(method).parameters) == params, name
+    assert (module.TMP_DIR_SUFFIX, module.COMMIT_SUCCESS_FILE) == (adapter.TMP_SUFFIX, adapter.COMMIT_MARKER)
+    assert issubclass(fs.commit_hook_class(fsync=False), cls)
+
+
+def test_a_moved_orbax_class_is_a_clear_error_naming_version_symbol_and_pin(tmp_path, monkeypatch):
+    from cnncli.runs import orbax_adapter as adapter
+
+    monkeypatch.setitem(sys.modules, adapter.PRIVATE_MODULE, None)  # the import fails, as for a moved module
+    monkeypatch.setattr(adapter, "orbax_version", lambda: "9.9.9")
+    with pytest.raises(CheckpointError) as info:
+        Checkpoints(tmp_path / "ckpt")
+    symbol = "orbax.checkpoint._src.path.atomicity.AtomicRenameTemporaryPath"
+    assert info.value.message.startswith(f"orbax-checkpoint 9.9.9 has no {symbol} as cnncli expects (cannot import ")
+    assert info.value.message.endswith(f"written against orbax-checkpoint {adapter.KNOWN_VERSION}")
+    assert info.value.hint == f"pin orbax-checkpoint=={adapter.KNOWN_VERSION} (e.g. `uv pip install 'orbax-checkpoint=={adapter.KNOWN_VERSION}'`)"
+
+
+def test_an_orbax_class_without_a_hooked_method_is_a_clear_error(monkeypatch):
+    import types
+
+    from cnncli.runs import orbax_adapter as adapter
+
+    stub = types.ModuleType(adapter.PRIVATE_MODULE)
+    stub.AtomicRenameTemporaryPath = type("AtomicRenameTemporaryPath", (), {"create": lambda self: None})
+    monkeypatch.setitem(sys.modules, adapter.PRIVATE_MODULE, stub)
+    with pytest.raises(CheckpointError, match=r"AtomicRenameTemporaryPath has no method finalize, get, get_final\)"):
+        fs.commit_hook_class(fsync=False)
+    del stub.AtomicRenameTemporaryPath
+    with pytest.raises(CheckpointError, match=r"atomicity has no class AtomicRenameTemporaryPath\)"):
+        fs.commit_hook_class(fsync=False)

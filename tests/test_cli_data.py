@@ -129,9 +129,9 @@ def test_preview_draws_the_first_augmented_batch_with_mixed_labels(tmp_path, cap
 def test_preview_without_augment_shows_the_raw_first_batch(tmp_path):
     import jax
 
-    from cnncli.cli.data import augmented_batch
     from cnncli.config.recipe import load_recipe
-    from cnncli.data.base import load_dataset
+    from cnncli.data.augment.preview import augmented_batch
+    from cnncli.data.sources import load_dataset
 
     recipe = load_recipe(write_recipe(tmp_path))
     data = load_dataset(recipe.data)
@@ -140,6 +140,15 @@ def test_preview_without_augment_shows_the_raw_first_batch(tmp_path):
     index = np.asarray(perm[:5])
     np.testing.assert_allclose(images, data.train.x[index] / 16.0, atol=1e-5)  # digits range over 0..16
     np.testing.assert_array_equal(targets.argmax(axis=1), data.train.y[index])
+
+
+def test_target_labels_name_one_class_or_the_two_largest_parts():
+    from cnncli.data.augment.preview import target_label
+
+    names = ["cat", "dog", "owl"]
+    assert target_label(np.array([0.0, 1.0, 0.0]), names) == "dog"
+    assert target_label(np.array([0.62, 0.38, 0.0]), names) == "cat 62% + dog 38%"
+    assert target_label(np.array([0.0, 0.0, 0.0, 1.0]), names) == "3"  # past the names: the index
 
 
 def test_preview_rejects_an_unknown_op_naming_its_key(tmp_path, capsys):

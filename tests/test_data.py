@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from cnncli.config.recipe import DataConfig
-from cnncli.data.base import channel_stats, load_dataset, load_split
+from cnncli.config.source import SOURCE_KINDS
+from cnncli.data.base import channel_stats
+from cnncli.data.sources import LOADERS, load_dataset, load_split, split_sizes
 from cnncli.errors import DataError
 
 
@@ -102,3 +104,20 @@ def test_channel_stats_per_channel():
     x = np.stack([np.full((4, 3, 3), 2.0), np.full((4, 3, 3), 5.0)], axis=-1)
     mean, std = channel_stats(x)
     assert mean == [2.0, 5.0] and std == [1.0, 1.0]  # constant channels are left unscaled
+
+
+def test_every_source_kind_has_a_loader():
+    assert set(LOADERS) == set(SOURCE_KINDS)
+
+
+def test_an_unknown_source_names_the_valid_ones():
+    with pytest.raises(DataError, match="unknown data source 'hdf5:x.h5'") as info:
+        load_split("hdf5:x.h5", "train")
+    assert "use digits, npz:PATH, tfds:NAME or folder:PATH" in str(info.value)
+
+
+def test_split_sizes_of_digits_and_npz_count_train_and_test(tmp_path):
+    assert split_sizes("digits") == {"train": 1438, "test": 359}
+    x, y = np.zeros((7, 4, 4), np.uint8), np.arange(7) % 2
+    path = make_npz(tmp_path / "s.npz", x, y, x[:3], y[:3])
+    assert split_sizes(f"npz:{path}") == {"train": 7, "test": 3}

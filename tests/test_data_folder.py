@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cnncli.config.recipe import DataConfig
-from cnncli.data.base import load_dataset, load_split
-from cnncli.data.imageops import DataWarning, split_sizes
+from cnncli.data.base import DataWarning
+from cnncli.data.sources import load_dataset, load_split, split_sizes
 from cnncli.errors import DataError
 
 CLASSES = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}  # RGB of each class

@@ -10,8 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cnncli.config.recipe import DataConfig, validate
-from cnncli.data.base import load_dataset, load_split
-from cnncli.data.imageops import split_sizes
+from cnncli.data.sources import load_dataset, load_split, split_sizes
 from cnncli.errors import DataError
 
 SIDE, TRAIN, TEST = 8, 30, 12  # pixels; examples per split

@@ -84,26 +84,28 @@ SHARDING_PROBE = textwrap.dedent(
     import json, sys
     import jax
     from cnncli.config.recipe import load_recipe
-    from cnncli.train.session import build_session
+    from cnncli.train.resume import initial_state
+    from cnncli.train.session import build_session, compile_program
     from cnncli.train.step import gather_batch
     from pathlib import Path
 
     sess = build_session(load_recipe(sys.argv[1], ["train.epochs=null", "train.steps=2"]), Path(sys.argv[2]))
-    state, _, _ = sess.initial_state()
-    sess.compile(state)
-    leaves = jax.tree.leaves(state)
-    batch, labels = jax.jit(lambda *a: gather_batch(*a, sess.step_config))(
-        sess.x_train, sess.y_train, sess.permutation(0), sess.index_arg(0))
+    start = initial_state(sess)
+    program = compile_program(sess, start.state, start.shardings)
+    leaves = jax.tree.leaves(start.state)
+    feed = sess.feed
+    x_all, y_all, perm, index, _ = feed.args(feed.permutation(0), 0)
+    batch, labels = jax.jit(lambda *a: gather_batch(*a, program.config))(x_all, y_all, perm, index)
     shards = sorted(s.data.shape[0] for s in batch.addressable_shards)
     print(json.dumps({
         "devices": len(jax.devices()),
         "state_replicated": all(x.sharding.is_fully_replicated for x in leaves),
         "state_devices": sorted({len(x.sharding.device_set) for x in leaves}),
-        "data_replicated": sess.x_train.sharding.is_fully_replicated,
+        "data_replicated": feed.x.sharding.is_fully_replicated,
         "batch_spec": str(batch.sharding.spec), "batch_shards": shards, "labels_spec": str(labels.sharding.spec),
-        "step_input_replicated": all(s.is_fully_replicated for s in jax.tree.leaves(sess.train_step.input_shardings[0][0])),
+        "step_input_replicated": all(s.is_fully_replicated for s in jax.tree.leaves(program.train_step.input_shardings[0][0])),
     }))
-    sess.close()
+    sess.checkpoints.close()
     """
 )
 

@@ -1,4 +1,4 @@
-"""cnncli.inspect.filters and cnncli.inspect.activations: grids, health, receptive-field boxes, feature maps, patches."""
+"""cnncli.inspect.filters, .probe and .activations: grids, health, receptive-field boxes, feature maps, patches."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from cnncli.errors import UsageError
 from cnncli.inspect.filters import (
     DEAD_FRACTION,
     DUPLICATE_COSINE,
-    conv_layers,
     dead_fractions,
     filter_grid,
     filter_health,
-    find_conv,
     init_kernel,
     inspect_layer,
 )
+from cnncli.inspect.probe import conv_layers, find_conv
 
 
 # ------------------------------------------------------------------ grids
@@ -194,9 +193,9 @@ def test_rf_box_with_dilation_bounds_the_support():
 
 
 def test_rf_box_by_hand(loaded):
-    from cnncli.inspect.activations import _analysis, rf_box
+    from cnncli.inspect.activations import rf_box, run_analysis
 
-    analysis = _analysis(loaded)
+    analysis = run_analysis(loaded)
     # conv1 k3 same: position (0, 0) sees rows/cols -1..1 (one of padding)
     box = rf_box(analysis, "relu1", (0, 0))
     assert (box.lo, box.hi, box.clip_lo, box.clip_hi, box.rf) == ((-1, -1), (1, 1), (0, 0), (1, 1), (3, 3))

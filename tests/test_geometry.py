@@ -300,6 +300,14 @@ def test_block_children_tokens_parse_and_match_lax():
                 assert child.output == jax_pool(child.input, child.kernel, child.stride, child.padding, child.dilation)
 
 
+@pytest.mark.parametrize(("kernel", "padding"), [("3", "p=1"), ("5", "p=2"), ("4", "p=same"), ("3x2", "p=same")])
+def test_block_convs_follow_the_one_padding_rule(kernel, padding):
+    """Every conv of a block is padded by `cnncli.arith.layers.block_padding` (the model builder's rule)."""
+    block = analyze(parse_layers(f"resblock:c=4,k={kernel},s=2"), (9, 8, 4)).layers[0]
+    convs = [c for c in block.children if c.name.endswith((".conv1", ".conv2"))]
+    assert all(padding in c.token.split(",") for c in convs)
+
+
 def test_option_a_shortcut_cannot_shrink_channels():
     with pytest.raises(ShapeError, match="sc=pad cannot shrink channels from 16 to 8"):
         analyze(parse_layers("resblock:c=8,sc=pad"), (8, 8, 16))

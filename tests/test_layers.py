@@ -22,16 +22,18 @@ from cnncli.arith.layers import (
     Pool,
     ResBlock,
     Transition,
+    block_padding,
     broadcast,
     broadcast_pairs,
     format_padding,
     layer_names,
     parse_layers,
     parse_padding,
+    parse_shape,
     parse_token,
     to_token,
 )
-from cnncli.errors import LayerError
+from cnncli.errors import LayerError, UsageError
 
 axes = st.lists(st.integers(1, 9), min_size=1, max_size=3).map(tuple)
 paddings = st.one_of(
@@ -121,6 +123,26 @@ def test_broadcast():
         broadcast((3, 5), 3, what="kernel", token="conv:c=4,k=3x5")
     assert err.value.message == "layer 'conv:c=4,k=3x5': kernel has 2 values but the input has 3 spatial axes"
     assert err.value.hint == "give one value for all axes or 3 values joined by x"
+
+
+def test_parse_shape():
+    assert parse_shape("224x224x3") == (224, 224, 3)
+    assert parse_shape("224") == (224,)
+    assert parse_shape("16X112x112x3") == (16, 112, 112, 3)
+    with pytest.raises(UsageError) as err:
+        parse_shape("abc")
+    assert err.value.message == "INPUT 'abc' is not a size, a shape or a recipe file"
+    assert err.value.hint == "e.g. 224 (quick form), 224x224x3 (channels last), or recipes/x.toml"
+    with pytest.raises(UsageError, match="sizes must be positive"):
+        parse_shape("28x0x1")
+
+
+def test_block_padding_keeps_odd_kernels_symmetric_and_even_ones_same():
+    assert block_padding((3, 3)) == ((1, 1), (1, 1))
+    assert block_padding((1,)) == ((0, 0),)
+    assert block_padding((7, 5, 3)) == ((3, 3), (2, 2), (1, 1))
+    assert block_padding((4,)) == "same"
+    assert block_padding((3, 2)) == "same"  # one even axis: same on every axis
 
 
 CONV_KEYS = (

@@ -7,6 +7,7 @@ paths with real processes and `kill -9` are in test_cli_train_kill.py (slow).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,11 +19,16 @@ import pytest
 from helpers import RESUME_RECIPE, state_digest, write_recipe
 
 from cnncli.config.recipe import load_recipe
+from cnncli.config.trajectory import trajectory_changes
 from cnncli.errors import CheckpointError
 from cnncli.runs import layout as rundir
 from cnncli.runs.checkpoint import Checkpoints
-from cnncli.train.loop import RunStarted, StepEnd, fit
-from cnncli.train.session import Interrupted, Session, build_session
+from cnncli.train import loop
+from cnncli.train.events import RunStarted, StepEnd
+from cnncli.train.loop import fit
+from cnncli.train.resume import fresh_state, initial_state, started_event
+from cnncli.train.session import build_session
+from cnncli.train.signals import Interrupted
 
 
 class Crash(Exception):
@@ -94,15 +100,15 @@ def test_epoch_boundary_resume_runs_every_remaining_step(straight_run, tmp_path)
 
 @pytest.mark.parametrize("drop", ["optimizer state", "data position"])
 def test_negative_control_a_resume_that_loses_state_differs(crashed_at_35, straight_run, tmp_path, monkeypatch, drop):
-    original = Session.initial_state
+    original = loop.initial_state
 
-    def lossy(self):
-        state, epoch, index = original(self)
+    def lossy(sess, **options):
+        start = original(sess, **options)
         if drop == "optimizer state":
-            return state.replace(opt=self.tx.init(state.params)), epoch, index
-        return state, epoch, 0  # restart the epoch's permutation instead of batch 8
+            return dataclasses.replace(start, state=start.state.replace(opt=sess.blueprint.tx.init(start.state.params)))
+        return dataclasses.replace(start, index=0)  # restart the epoch's permutation instead of batch 8
 
-    monkeypatch.setattr(Session, "initial_state", lossy)
+    monkeypatch.setattr(loop, "initial_state", lossy)
     run = copy_run(crashed_at_35, tmp_path)
     train(tmp_path, run)
     assert state_digest(run) != state_digest(straight_run)
@@ -188,13 +194,13 @@ def test_restored_state_has_the_fresh_state_types_so_nothing_recompiles(crashed_
     sess = build_session(recipe, copy_run(crashed_at_35, tmp_path))
     assert sess.checkpoints.fsync
     try:
-        state, epoch, index = sess.initial_state()
-        fresh = sess.fresh_state()
+        start = initial_state(sess)
+        fresh = fresh_state(sess)
         aval = lambda x: (x.shape, x.dtype, getattr(x, "weak_type", False))  # noqa: E731
-        assert jax.tree.map(aval, state) == jax.tree.map(aval, fresh)
-        assert (int(state.step), epoch, index) == (30, 1, 8)
+        assert jax.tree.map(aval, start.state) == jax.tree.map(aval, fresh)
+        assert (int(start.state.step), start.epoch, start.index) == (30, 1, 8)
     finally:
-        sess.close()
+        sess.checkpoints.close()
 
 
 def test_started_event_warns_about_leftovers_and_disk_space(crashed_at_35, tmp_path, monkeypatch):
@@ -204,10 +210,22 @@ def test_started_event_warns_about_leftovers_and_disk_space(crashed_at_35, tmp_p
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
     sess = build_session(load_recipe(write_recipe(tmp_path, RESUME_RECIPE)), run)
     try:
-        state, epoch, _ = sess.initial_state()
-        started = sess.started_event(state, epoch)
+        started = started_event(sess, initial_state(sess))
     finally:
-        sess.close()
+        sess.checkpoints.close()
     assert isinstance(started, RunStarted)
     assert any("40.orbax-checkpoint-tmp: an unfinished save" in w for w in started.warnings)
     assert any("but only 0.0 MB are free" in w for w in started.warnings)
+
+
+def test_only_trajectory_fields_refuse_a_resume_and_change_the_digest(tmp_path):
+    """One definition: the resume refusal and the checkpoints' recipe digest see the same fields."""
+    path = write_recipe(tmp_path, RESUME_RECIPE)
+    base = load_recipe(path)
+    kept = load_recipe(path, ["train.fsync=true", "train.log_every=5", "train.keep=3", "train.eval_every=2",
+                              "train.early_stopping=2", "train.checkpoint_every_minutes=5", 'train.conv_backend="auto"'])  # fmt: skip
+    changed = load_recipe(path, ["train.label_smoothing=0.1", "data.batch_size=32"])
+    assert trajectory_changes(base.to_dict(), kept.to_dict()) == [] and base.digest() == kept.digest()
+    assert trajectory_changes(base.to_dict(), changed.to_dict()) == ["  data.batch_size: 64 -> 32",
+                                                                     "  train.label_smoothing: 0.0 -> 0.1"]  # fmt: skip
+    assert changed.digest() != base.digest()

@@ -10,19 +10,20 @@ import numpy as np
 import pytest
 from helpers import TINY_RECIPE, write_recipe
 
+from cnncli.config import plan
 from cnncli.config.recipe import load_recipe
 from cnncli.errors import DataError, RecipeError, TrainingError
 from cnncli.runs import layout as rundir
 from cnncli.runs.checkpoint import Checkpoints
-from cnncli.train.loop import (
+from cnncli.train.events import (
     CheckpointSaved,
     Compiled,
     EpochEnd,
     RunFinished,
     RunStarted,
     StepEnd,
-    fit,
 )
+from cnncli.train.loop import fit
 
 
 def run(tmp_path, overrides=(), text=TINY_RECIPE, name="run"):
@@ -54,12 +55,25 @@ def test_trained_run_learns_and_leaves_a_complete_run_directory(trained_run):
 
 
 def test_events_arrive_in_order(tmp_path):
-    _, events = run(tmp_path, ["train.epochs=1"])
+    summary, events = run(tmp_path, ["train.epochs=1"])
     kinds = [type(e) for e in events]
     assert kinds[0] is RunStarted and kinds[1] is Compiled and kinds[-1] is RunFinished
     assert StepEnd in kinds and EpochEnd in kinds and CheckpointSaved in kinds
     steps = [e.step for e in events if isinstance(e, StepEnd)]
     assert steps == sorted(steps) and steps[-1] == 1438 // 64
+    assert events[1].seconds == summary["compile_seconds"] > 0  # measured once
+
+
+def test_the_plan_facts_of_a_recipe(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path), ["data.eval_batch_size=1000"])
+    assert plan.steps_for(recipe, 1438) == (22, 44, 2)
+    assert plan.steps_for(load_recipe(write_recipe(tmp_path), ["train.epochs=null", "train.steps=30"]), 1438) == (22, 30, 2)
+    assert plan.eval_batch_size(recipe, 359) == 359  # at most the split
+    assert plan.eval_batch_size(recipe, 359, data_axis=4) == 360  # a multiple of the data axis
+    assert plan.num_classes(recipe, 10) == 10
+    assert plan.num_classes(load_recipe(write_recipe(tmp_path), ["model.num_classes=12"]), 10) == 12
+    assert plan.run_num_classes({"class_names": ["a", "b", "c"]}) == 3  # a data.json older than its num_classes
+    assert plan.layer_specs(recipe, 10) is plan.layer_specs(recipe, 10)  # parsed once, at validation
 
 
 def test_same_seed_same_numbers_and_a_different_seed_differs(tmp_path):

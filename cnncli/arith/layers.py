@@ -22,7 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
-from cnncli.errors import LayerError, unknown_choice
+from cnncli.errors import LayerError, UsageError, unknown_choice
 
 # A padding is a named convention or explicit (lo, hi) pairs, one pair per axis
 # (a single pair broadcasts to every axis).
@@ -272,6 +272,30 @@ def parse_padding(text: str, *, where: str = "padding") -> Padding:
     return tuple(pairs)
 
 
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse an input shape as typed at the shell: channels last, sizes joined by ``x``.
+
+    Args:
+        text: ``"224x224x3"`` (channels last), ``"40x1"`` (1-D), or a bare size ``"224"``.
+
+    Returns:
+        The sizes, e.g. ``(224, 224, 3)``; a bare size gives ``(224,)``.
+
+    Raises:
+        UsageError: not integers joined by ``x``, or a size below 1.
+    """
+    try:
+        shape = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(
+            f"INPUT {text!r} is not a size, a shape or a recipe file",
+            hint="e.g. 224 (quick form), 224x224x3 (channels last), or recipes/x.toml",
+        ) from None
+    if min(shape) < 1:
+        raise UsageError(f"INPUT {text!r}: sizes must be positive")
+    return shape
+
+
 def _parse_bool(token: str, key: str, text: str) -> bool:
     low = text.lower()
     if low in ("1", "true", "yes", "on"):
@@ -449,3 +473,23 @@ def broadcast_pairs(padding: PadPairs, ndim: int, *, token: str = "") -> PadPair
         f"{where}padding has {len(padding)} values but the input has {ndim} spatial axes",
         hint=f"give one value for all axes or {ndim} values joined by x",
     )
+
+
+def block_padding(kernel: tuple[int, ...]) -> Padding:
+    """The padding of every conv inside a block (resblock, bottleneck, denseblock, transition).
+
+    ``k // 2`` on both sides when every kernel size is odd (torchvision), so a stride-1
+    conv keeps its size; ``same`` when any is even, so the residual and shortcut sizes
+    still agree (XLA's split: the odd pixel at the end). The one rule shared by
+    conv-arith (`cnncli.arith.blocks`) and the model builder (`cnncli.models.blocks`,
+    through `cnncli.models.shapes.block_pads`).
+
+    Args:
+        kernel: the kernel size per spatial axis.
+
+    Returns:
+        One ``(lo, hi)`` pair per axis, or ``"same"``.
+    """
+    if all(k % 2 for k in kernel):
+        return tuple((k // 2, k // 2) for k in kernel)
+    return "same"

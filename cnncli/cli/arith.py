@@ -16,32 +16,13 @@ from typing import Annotated, Optional
 import typer
 
 from cnncli.arith import zoo
-from cnncli.arith.layers import PAD_MODES, parse_padding
-from cnncli.errors import UsageError
+from cnncli.arith.layers import PAD_MODES
+from cnncli.cli._options import json_opt
+from cnncli.cli.arith_options import Options, axes_option, choice, parse_pad_option
 
 _QUICK = "Quick form"
 _STACK = "Stacks and architectures"
 _OUT = "Output"
-
-
-def _axes_opt(text: str | None, name: str, *, minimum: int = 1) -> tuple[int, ...] | None:
-    """``"3"`` -> (3,), ``"3x5"`` -> (3, 5); a UsageError naming the option otherwise."""
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"{name} {text!r} is not an integer", hint=f"e.g. {name} 3 (or 3x5 per axis for --draw)") from None
-    if min(values) < minimum:
-        raise UsageError(f"{name} {text} must be >= {minimum}")
-    return values
-
-
-def parse_pad_option(text: str | None):
-    """``-p``: an integer, ``same``/``valid``/``full``, ``LO,HI`` or ``LO-HI``; None -> 0."""
-    if text is None:
-        return ((0, 0),)
-    return parse_padding(text.replace(",", "-"), where="-p/--padding")
 
 
 def conv_arith(
@@ -68,7 +49,7 @@ def conv_arith(
     count_bias: Annotated[bool, typer.Option("--count-bias", help="Add bias adds to FLOPs.", rich_help_panel=_STACK)] = False,
     count_norm: Annotated[bool, typer.Option("--count-norm", help="Add norm ops to FLOPs.", rich_help_panel=_STACK)] = False,
     count_pool: Annotated[bool, typer.Option("--count-pool", help="Add pooling ops to FLOPs.", rich_help_panel=_STACK)] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout (stable keys).", rich_help_panel=_OUT)] = False,
+    json_out: json_opt("One JSON object on stdout (stable keys).", rich_help_panel=_OUT) = False,
 ) -> None:
     """Conv arithmetic you can trust: output sizes, padding, parameters, MACs and receptive fields.
 
@@ -98,27 +79,16 @@ def conv_arith(
     d, g (groups), bias, pm (zeros, circular, reflect, edge), ceil, op (tconv output
     padding). Add --json for one JSON object on stdout; warnings go to stderr.
     """
-    from cnncli.cli import (
-        arith_run as run,  # the work lives there; this module stays a signature
-    )
+    from cnncli.cli import arith_run  # the work lives there; this module stays a signature
 
-    opts = run.Options(
-        input=input, tokens=list(tokens or []), kernel=_axes_opt(kernel, "-k/--kernel"),
-        stride=_axes_opt(stride, "-s/--stride"), padding=parse_pad_option(padding), padding_text=padding,
-        dilation=_axes_opt(dilation, "-d/--dilation"), transpose=transpose, output_padding=output_padding,
-        pool=pool, ceil=ceil, pad_mode=_choice(pad_mode, PAD_MODES, "--pad-mode"),
-        convention=_choice(convention, ("torch", "flax"), "--convention") if convention else None,
+    opts = Options(
+        input=input, tokens=list(tokens or []), kernel=axes_option(kernel, "-k/--kernel"),
+        stride=axes_option(stride, "-s/--stride"), padding=parse_pad_option(padding), padding_text=padding,
+        dilation=axes_option(dilation, "-d/--dilation"), transpose=transpose, output_padding=output_padding,
+        pool=pool, ceil=ceil, pad_mode=choice(pad_mode, PAD_MODES, "--pad-mode"),
+        convention=choice(convention, ("torch", "flax"), "--convention") if convention else None,
         solve=solve, draw=draw, values=values, kernel_values=kernel_values, arch=arch, classes=classes,
         shape=shape, show_tokens=show_tokens, count_bias=count_bias, count_norm=count_norm,
         count_pool=count_pool, json=json_out,
     )  # fmt: skip
-    run.dispatch(opts)
-
-
-def _choice(value: str, choices: tuple[str, ...], name: str) -> str:
-    from cnncli.errors import unknown_choice
-
-    if value.lower() not in choices:
-        raise UsageError(f"{name}: " + unknown_choice("value", value, choices))
-    return value.lower()
-
+    arith_run.dispatch(opts)

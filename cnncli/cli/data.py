@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from cnncli.cli._options import json_opt
 from cnncli.errors import UsageError
 
 data_app = typer.Typer(
@@ -28,7 +29,7 @@ DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="TFDS data directory (default: TFDS's own: $TFDS_DATA_DIR or ~/tensorflow_datasets)."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (default when piped).")]
+JsonOpt = json_opt("Print one JSON object (default when piped).")
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the PNG grid.")]
 
 
@@ -40,7 +41,7 @@ def _json_mode(flag: bool) -> bool:
 
 def _loading(fn, *args):
     """Call a data loader, showing its `DataWarning`s as ``warning:`` lines on stderr."""
-    from cnncli.data.imageops import DataWarning
+    from cnncli.data.base import DataWarning
     from cnncli.report import console as report
 
     with warnings.catch_warnings(record=True) as caught:
@@ -52,6 +53,20 @@ def _loading(fn, *args):
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     return result
+
+
+def _tfds_name(source: str) -> str:
+    """The NAME of a ``tfds:NAME`` source; anything else is a usage error."""
+    from cnncli.config.source import DataSource
+
+    try:
+        parsed = DataSource.parse(source)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.kind != "tfds":
+        raise UsageError(f"{source!r}: only tfds:NAME sources are prepared",
+                         hint="folders, digits and npz files are read as they are")  # fmt: skip
+    return parsed.arg
 
 
 @data_app.command("prepare", no_args_is_help=True)
@@ -68,14 +83,10 @@ def prepare(source: SourceArg, data_dir: DataDirOpt = None, json_out: JsonOpt = 
 
       cnncli data prepare tfds:cifar10 --data-dir /data/tfds
     """
+    name = _tfds_name(source)
+    from cnncli.data.tfds import prepare as prepare_tfds
     from cnncli.report import console as report
     from cnncli.report import data as report_data
-
-    kind, _, name = source.partition(":")
-    if kind != "tfds" or not name:
-        raise UsageError(f"{source!r}: only tfds:NAME sources are prepared",
-                         hint="folders, digits and npz files are read as they are")  # fmt: skip
-    from cnncli.data.tfds import prepare as prepare_tfds
 
     report.stderr_console().print(f"preparing tfds:{name} (downloads: needs the network) ...")
     path, already = prepare_tfds(name, str(data_dir) if data_dir else None)
@@ -94,31 +105,10 @@ def _config(source: str, **fields):
         raise UsageError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
 
 
-def _split_sizes(cfg) -> dict[str, int]:
-    from cnncli.data.base import load_split
-    from cnncli.data.imageops import split_sizes
-
-    if cfg.source.split(":", 1)[0] in ("tfds", "folder"):
-        return split_sizes(cfg.source, cfg)
-    return {s: int(load_split(cfg.source, s, cfg)[0].y.shape[0]) for s in ("train", "test")}
-
-
-def _class_rows(data, names: list[str], value_range, per_class: int):
-    """One grid row per class: its first ``per_class`` images (unit scale), blank tiles after.
-
-    Returns:
-        (images ``(classes * per_class, H, W, C)``, labels: the class name on each row's first tile).
-    """
-    import numpy as np
-
-    lo, hi = value_range
-    images = np.ones((len(names) * per_class, *data.x.shape[1:]), np.float32)  # white: no example
-    labels = [""] * len(images)
-    for c, name in enumerate(names):
-        chosen = np.flatnonzero(data.y == c)[:per_class]
-        images[c * per_class : c * per_class + len(chosen)] = (data.x[chosen].astype(np.float32) - lo) / max(hi - lo, 1e-12)
-        labels[c * per_class] = f"{c}: {name}"
-    return images, labels
+def _grid_path(source: str) -> Path:
+    """The default sample grid: ``<source>-samples.png`` here, e.g. ``tfds-cifar10-samples.png``."""
+    slug = re.sub(r"[^\w.-]+", "_", source.rsplit("/", 1)[-1].replace(":", "-")).strip("_") or "data"
+    return Path(f"{slug}-samples.png")
 
 
 @data_app.command("info", no_args_is_help=True)
@@ -142,65 +132,16 @@ def info(
 
       cnncli data info folder:photos --split train --out photos.png
     """
-    from cnncli.data.base import channel_stats, load_split
+    from cnncli.data.summary import class_rows, summarize_split
     from cnncli.report import data as report_data
 
     cfg = _config(source, data_dir=str(data_dir) if data_dir else None, image_key=image_key, label_key=label_key)
-    sizes = _loading(_split_sizes, cfg)
-    data, names, value_range = _loading(load_split, cfg.source, split, cfg)
-    mean, std = channel_stats(data.x)
-    counts = [int((data.y == c).sum()) for c in range(len(names))]
-    if split in sizes:  # the split read here: what it holds, unreadable files skipped (sizes counts files)
-        sizes[split] = int(len(data.y))
+    summary, data = _loading(summarize_split, cfg, split)
     grid = None
     if per_class and len(data.y) and data.x.ndim == 4:
-        images, labels = _class_rows(data, names, value_range, per_class)
-        slug = re.sub(r"[^\w.-]+", "_", source.rsplit("/", 1)[-1].replace(":", "-")).strip("_") or "data"
-        grid = report_data.save_grid(images, labels, per_class, out or Path(f"{slug}-samples.png"))
-    result = {
-        "source": source, "split": split, "split_sizes": sizes, "classes": names, "class_counts": counts,
-        "image_shape": list(data.x.shape[1:]), "dtype": str(data.x.dtype), "value_range": list(value_range),
-        "mean": mean, "std": std, "grid": str(grid) if grid else None,
-    }  # fmt: skip
-    report_data.print_info(result, _json_mode(json_out))
-
-
-def _label(weights, names: list[str]) -> str:
-    """``cat``, or ``cat 62% + dog 38%`` for a mixed target row."""
-    order = weights.argsort()[::-1]
-    if weights[order[0]] >= 0.995:
-        return names[order[0]] if order[0] < len(names) else str(order[0])
-    parts = [f"{names[i] if i < len(names) else i} {weights[i]:.0%}" for i in order[:2] if weights[i] > 0.005]
-    return " + ".join(parts)
-
-
-def augmented_batch(recipe, data, count: int):
-    """The first ``count`` examples of training step 1, as the network sees them.
-
-    Replays the session's streams (shuffle key ``fold_in(key(seed), 1)``, epoch 0;
-    augment key ``fold_in(fold_in(key(seed), 2), step 0)``) on a whole batch, so
-    batch-level ops (mixup, cutmix) mix exactly as in training.
-
-    Returns:
-        (unit-scale images ``(count, *spatial, C)``, target rows ``(count, K)``), numpy.
-    """
-    import jax
-    import numpy as np
-
-    from cnncli.data.augment.core import Context, make_augment
-
-    root = jax.random.key(recipe.train.seed)
-    n = data.train.x.shape[0]
-    batch = min(recipe.data.batch_size, n)
-    perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(root, 1), 0), n)[:batch]
-    ctx, index = Context.from_data(data), np.asarray(perm)
-    x = (data.train.x[index].astype(np.float32) - np.asarray(data.mean, np.float32)) / np.asarray(data.std, np.float32)
-    targets = jax.nn.one_hot(data.train.y[index], recipe.model.num_classes or data.num_classes)
-    if recipe.data.augment:
-        augment = jax.jit(make_augment(recipe.data.augment, data))
-        x, targets = augment(jax.random.fold_in(jax.random.fold_in(root, 2), 0), x, targets)
-    unit = np.clip(np.asarray(x * ctx.scale + ctx.offset), 0.0, 1.0)
-    return unit[:count], np.asarray(targets)[:count]
+        images, labels = class_rows(data, summary.classes, summary.value_range, per_class)
+        grid = report_data.save_grid(images, labels, per_class, out or _grid_path(source))
+    report_data.print_info({**summary.to_dict(), "grid": str(grid) if grid else None}, _json_mode(json_out))
 
 
 @data_app.command("preview", no_args_is_help=True)
@@ -226,7 +167,8 @@ def preview(
     import os
 
     from cnncli.config.recipe import load_recipe
-    from cnncli.data.base import load_dataset
+    from cnncli.data.augment.preview import augmented_batch, target_label
+    from cnncli.data.sources import load_dataset
     from cnncli.report import data as report_data
 
     loaded = load_recipe(recipe, list(set_ or []))
@@ -234,7 +176,7 @@ def preview(
     images, targets = augmented_batch(loaded, data, count)
     if images.ndim != 4:
         raise UsageError(f"preview draws 2-D images; this data has examples of shape {data.input_shape}")
-    labels = [_label(row, data.class_names) for row in targets]
+    labels = [target_label(row, data.class_names) for row in targets]
     path = report_data.save_grid(images, labels, 8, out or Path(f"{recipe.stem}-preview.png"))
     json_mode = _json_mode(json_out)
     if not json_mode and "NO_COLOR" not in os.environ:

@@ -7,27 +7,7 @@ from typing import Annotated
 
 import typer
 
-RunArg = Annotated[
-    Path, typer.Argument(help="Run directory made by `cnncli train` (or a checkpoint inside it).", show_default=False)
-]
-CheckpointOpt = Annotated[
-    str,
-    typer.Option("--checkpoint", "-c", help="Which checkpoint: latest, best (highest eval accuracy) or a step number."),
-]
-EmaOpt = Annotated[bool, typer.Option("--ema", help="Use the EMA weights (runs trained with train.ema_decay).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
-
-
-def checkpoint_arg(text: str) -> str | int:
-    """``latest``/``best``/a step number; anything else is a usage error (exit 2)."""
-    from cnncli.errors import UsageError
-
-    text = text.strip().lower()
-    if text in ("latest", "best"):
-        return text
-    if text.isdigit():
-        return int(text)
-    raise UsageError(f"--checkpoint {text!r}: expected latest, best or a step number", hint="e.g. --checkpoint 220")
+from cnncli.cli._options import CheckpointOpt, EmaOpt, JsonOpt, RunArg, checkpoint_arg
 
 
 def eval_run(
@@ -90,7 +70,9 @@ def _slug(source: str, run, split: str) -> str:
     """``test`` for the run's own source; ``<source name>-test`` for another source."""
     if source == run.recipe.data.source:
         return split
-    name = Path(source.partition(":")[2] or source).stem or source
+    from cnncli.config.source import DataSource
+
+    name = DataSource.parse(source).stem
     return f"{''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in name)}-{split}"
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnncli.cli.eval import CheckpointOpt, EmaOpt, JsonOpt, RunArg
+from cnncli.cli._options import CheckpointOpt, EmaOpt, JsonOpt, RunArg, checkpoint_arg
 
 
 def inspect_filters(
@@ -74,8 +74,8 @@ def inspect_filters(
     """
     import os
 
-    from cnncli.cli.eval import checkpoint_arg
-    from cnncli.inspect.filters import conv_layers, inspect_layer
+    from cnncli.inspect.filters import inspect_layer
+    from cnncli.inspect.probe import conv_layers
     from cnncli.pictures import figures, images
     from cnncli.report import console as report
     from cnncli.report.eval import print_conv_list, print_filters

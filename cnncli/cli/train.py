@@ -108,19 +108,19 @@ def train(
     uninterrupted one. Ctrl-C or SIGTERM saves a checkpoint after the current step and
     exits 130/143; a second Ctrl-C aborts at once.
     """
-    from cnncli.config.recipe import load_recipe
+    from cnncli.config.recipe import read_recipe
     from cnncli.report import console as report
     from cnncli.runs import layout as rundir
 
-    overrides = list(set_ or [])
-    loaded = load_recipe(recipe, overrides)
+    loaded = read_recipe(recipe, list(set_ or []))  # the file is read once: its text is saved with the run
     if dry_run:
-        from cnncli.train.plan import dry_run as show
+        from cnncli.report.plan import print_plan
+        from cnncli.train.plan import dry_run as plan
 
-        show(loaded, json_out=json_out or not report.is_interactive())
+        print_plan(plan(loaded.recipe), json_out=json_out or not report.is_interactive())
         return
     if profile is not None:
-        _profile(loaded, workdir or rundir.default_workdir(recipe), profile)
+        _profile(loaded.recipe, workdir or rundir.default_workdir(recipe), profile)
         return
     from cnncli.runtime import distributed
     from cnncli.train.loop import fit
@@ -132,7 +132,7 @@ def train(
     reporter = _reporter(json_out or not report.is_interactive()) if distributed.is_main_process() else _Quiet()
     try:
         fit(
-            loaded, target, recipe_text=recipe.read_text(), recipe_suffix=recipe.suffix.lower(),
+            loaded.recipe, target, recipe_text=loaded.text, recipe_suffix=loaded.suffix,
             on_event=reporter, allow_recipe_change=allow_recipe_change, resume_from=resume,
         )  # fmt: skip
     except KeyboardInterrupt:  # a second Ctrl-C (typer would turn it into a quiet exit 130)

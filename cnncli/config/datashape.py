@@ -63,15 +63,15 @@ def peek(data) -> tuple[tuple[int, ...] | None, int | None]:
     Args:
         data: a `cnncli.config.recipe.DataConfig`.
     """
-    kind, _, rest = data.source.partition(":")
-    if kind == "digits":
+    source = data.source_spec
+    if source.kind == "digits":
         return DIGITS
-    if kind == "npz":
+    if source.kind == "npz":
         try:
-            return _npz(Path(rest))
+            return _npz(Path(source.arg))
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None, None
-    if kind == "folder" and data.image_size is not None and data.channels is not None:
+    if source.kind == "folder" and data.image_size is not None and data.channels is not None:
         size = data.image_size if isinstance(data.image_size, list) else [data.image_size] * 2
         return (*size, data.channels), None
     return None, None

@@ -16,12 +16,14 @@ import hashlib
 import json
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cnncli.config.source import DataSource, resolve_source
 from cnncli.errors import LayerError, RecipeError, did_you_mean
 
 OPTIMIZERS = (
@@ -29,7 +31,6 @@ OPTIMIZERS = (
     "lamb", "lion", "nadam", "radam",
 )  # fmt: skip
 SCHEDULES = ("constant", "step", "multistep", "cosine", "warmup_cosine", "onecycle", "exponential")
-SOURCE_KINDS = ("digits", "npz", "tfds", "folder")
 
 
 class _Strict(BaseModel):
@@ -67,16 +68,13 @@ class DataConfig(_Strict):
     @field_validator("source")
     @classmethod
     def _source_kind(cls, value: str) -> str:
-        kind = value.split(":", 1)[0]
-        if kind not in SOURCE_KINDS:
-            guess = did_you_mean(kind, SOURCE_KINDS)
-            hint = f"; did you mean {guess!r}?" if guess else ""
-            raise ValueError(
-                f"unknown data source {value!r}{hint} (valid: digits, npz:PATH, tfds:NAME, folder:PATH)"
-            )
-        if kind in ("npz", "tfds", "folder") and not value.partition(":")[2]:
-            raise ValueError(f"{kind} needs a name or path: {kind}:...")
+        DataSource.parse(value)  # ValueError: unknown kind, or a missing name or path
         return value
+
+    @property
+    def source_spec(self) -> DataSource:
+        """``source`` parsed into its kind and its name or path (validated: never raises)."""
+        return DataSource.parse(self.source)
 
 
 class ModelConfig(_Strict):
@@ -90,10 +88,10 @@ class ModelConfig(_Strict):
     @classmethod
     def _tokens_parse(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
-            from cnncli.arith.layers import parse_layers
+            from cnncli.config.specs import parse_tokens
 
             try:
-                parse_layers(value)
+                parse_tokens(tuple(value))  # kept: the model builder reuses this parse
             except LayerError as err:
                 raise ValueError(str(err)) from None
         return value
@@ -198,10 +196,11 @@ class Recipe(_Strict):
         """The fully resolved recipe (defaults filled in) as plain data."""
         return self.model_dump(mode="json")
 
-    def digest(self, sections: tuple[str, ...] = ("data", "model", "optimizer", "schedule", "train")) -> str:
-        """sha256 of the resolved sections (what determines the training trajectory)."""
-        data = {k: v for k, v in self.to_dict().items() if k in sections}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    def digest(self) -> str:
+        """sha256 of the resolved trajectory fields (`cnncli.config.trajectory`): equal digests, same trajectory."""
+        from cnncli.config.trajectory import trajectory_part
+
+        return hashlib.sha256(json.dumps(trajectory_part(self.to_dict()), sort_keys=True).encode()).hexdigest()
 
 
 def json_schema() -> dict[str, Any]:
@@ -275,10 +274,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if not isinstance(section, dict):
         return data
     source = section.get("source")
-    if isinstance(source, str) and source.split(":", 1)[0] in ("npz", "folder"):
-        kind, _, rest = source.partition(":")
-        if rest and not Path(rest).expanduser().is_absolute():
-            section["source"] = f"{kind}:{(base / rest).resolve()}"
+    if isinstance(source, str):
+        section["source"] = resolve_source(source, base)
     data_dir = section.get("data_dir")
     if isinstance(data_dir, str) and not Path(data_dir).expanduser().is_absolute():
         section["data_dir"] = str((base / data_dir).resolve())
@@ -351,15 +348,29 @@ def validate(data: dict[str, Any], *, source: str = "<recipe>", text: str = "") 
         raise RecipeError("\n".join(lines)) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load, override and validate a recipe file.
+@dataclass(frozen=True)
+class RecipeFile:
+    """A recipe as loaded, with the text it was read from (a run saves that copy as given)."""
+
+    recipe: Recipe
+    text: str
+    path: Path
+
+    @property
+    def suffix(self) -> str:
+        """``.toml``, ``.yaml`` or ``.yml``: the saved copy's."""
+        return self.path.suffix.lower()
+
+
+def read_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeFile:
+    """Load, override and validate a recipe file, keeping the text it read (the file is read once).
 
     Args:
         path: a ``.toml`` or ``.yaml`` recipe.
         overrides: ``key.path=value`` strings (``--set``), applied before validation.
 
     Returns:
-        The validated `Recipe`, with relative paths resolved against the recipe's folder.
+        The validated `Recipe` (relative paths resolved against the recipe's folder) and the text.
 
     Raises:
         RecipeError: naming the file, key path, line and the closest valid key.
@@ -368,7 +379,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data, text = _read(path)
     data = apply_overrides(data, overrides or [])
     data = _resolve_paths(data, path.resolve().parent)
-    return validate(data, source=str(path), text=text)
+    return RecipeFile(validate(data, source=str(path), text=text), text, path)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """The validated `Recipe` of a file (`read_recipe` without the text)."""
+    return read_recipe(path, overrides).recipe
 
 
 if __name__ == "__main__":  # regenerate recipes/recipe.schema.json: python -m cnncli.config.recipe

@@ -1,11 +1,14 @@
-"""Data sources -> in-memory arrays, channels last.
+"""The data layer's types and checks: `Split`, `Dataset`, `check_arrays`, `channel_stats`.
 
 Every source gives uint8 or float32 images shaped ``(N, *spatial, C)`` and int32
 labels. Statistics for normalization are computed on the training split only and
 saved with the run; normalization itself happens on the device, inside the step.
 
-Sources: ``digits`` (scikit-learn's bundled handwritten digits, offline), ``npz:PATH``
-(the Keras ``mnist.npz`` convention).
+The loaders (`cnncli.data.digits`, ``npz``, ``tfds``, ``folder``) import this module;
+`cnncli.data.sources` picks the loader for a source. Nothing here imports either.
+
+The library never prints: skipped files are reported with `DataWarning` (Python
+``warnings``), which the CLI turns into ``warning:`` lines on stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnncli.errors import DataError
+
+
+class DataWarning(UserWarning):
+    """Something was skipped while loading data (e.g. unreadable image files)."""
 
 
 @dataclass
@@ -68,51 +75,6 @@ def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     std = x.std(axis=axes, dtype=np.float64)
     std = np.where(std < 1e-8, 1.0, std)  # constant channels: leave unscaled
     return [float(v) for v in mean], [float(v) for v in std]
-
-
-def load_split(source: str, split: str, cfg=None) -> tuple[Split, list[str], tuple[float, float]]:
-    """Load one split of a source: the images, the class names and the raw value range."""
-    kind, _, rest = source.partition(":")
-    if kind == "digits":
-        from cnncli.data.digits import load_digits_split
-
-        return load_digits_split(split)
-    if kind == "npz":
-        from cnncli.data.npz import load_npz_split
-
-        return load_npz_split(rest, split)
-    if kind in ("tfds", "folder"):
-        try:
-            from cnncli.data import imageops as external
-        except ImportError:
-            raise DataError(
-                f"data source {source!r}: {kind} sources are not available in this version",
-                hint="use digits or npz:PATH",
-            ) from None
-        return external.load_split(source, split, cfg)
-    raise DataError(f"unknown data source {source!r}", hint="use digits, npz:PATH, tfds:NAME or folder:PATH")
-
-
-def load_dataset(cfg) -> Dataset:
-    """Load the training and evaluation splits a recipe's ``[data]`` table names.
-
-    Args:
-        cfg: a `cnncli.config.recipe.DataConfig`.
-    """
-    train, names, value_range = load_split(cfg.source, cfg.train_split, cfg)
-    evaluation, eval_names, _ = load_split(cfg.source, cfg.eval_split, cfg)
-    if train.x.shape[1:] != evaluation.x.shape[1:]:
-        raise DataError(
-            f"{cfg.source}: split {cfg.train_split!r} has images {train.x.shape[1:]} but "
-            f"{cfg.eval_split!r} has {evaluation.x.shape[1:]}"
-        )
-    if len(eval_names) > len(names):
-        names = eval_names
-    mean, std = channel_stats(train.x) if cfg.normalize else ([0.0], [1.0])
-    channels = train.x.shape[-1]
-    if not cfg.normalize:
-        mean, std = [0.0] * channels, [1.0] * channels
-    return Dataset(cfg.source, train, evaluation, names, mean, std, value_range)
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray, where: str, num_classes: int | None = None) -> Split:

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncli.data.base import Split
+from cnncli.data.base import DataWarning, Split
 from cnncli.data.imageops import (
-    DataWarning,
     check_budget,
     parse_split,
     slice_range,

@@ -1,15 +1,11 @@
-"""External sources (``tfds:NAME``, ``folder:PATH``) -> in-memory uint8 arrays.
+"""Image operations shared by the ``tfds`` and ``folder`` loaders: no loading, no dispatch.
 
-`load_split` dispatches to `cnncli.data.tfds` or `cnncli.data.folder`; the
-helpers here are shared by both: the memory budget, channel conversion, resizing and
-the ``name[start:stop]`` split-slicing grammar (``train[:90%]``, ``train[100:]``).
+The memory budget, channel conversion, resizing and the ``name[start:stop]``
+split-slicing grammar (``train[:90%]``, ``train[100:]``).
 
 Datasets are loaded once, whole, as uint8 ``(N, H, W, C)`` arrays and batched on the
 device by the train step. A split larger than ``data.memory_budget_mb`` fails before
 anything is read: streaming from disk is not available yet.
-
-The library never prints: skipped files are reported with `DataWarning` (Python
-``warnings``), which the CLI turns into ``warning:`` lines on stderr.
 """
 
 from __future__ import annotations
@@ -20,65 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncli.data.base import Split
 from cnncli.errors import DataError
 
 MIB = 2**20  # bytes per MiB: memory_budget_mb counts MiB
 _SLICE = re.compile(r"^(?P<name>[\w.-]+)(?:\[(?P<start>[^:\]]*):(?P<stop>[^:\]]*)\])?$")
-
-
-class DataWarning(UserWarning):
-    """Something was skipped while loading data (e.g. unreadable image files)."""
-
-
-def load_split(source: str, split: str, cfg=None) -> tuple[Split, list[str], tuple[float, float]]:
-    """Load one split of an external source as uint8 images and int32 labels.
-
-    Args:
-        source: ``tfds:NAME`` or ``folder:PATH``.
-        split: a split name, optionally sliced: ``train``, ``train[:90%]``, ``test[100:]``.
-        cfg: the recipe's `cnncli.config.recipe.DataConfig` (defaults when None).
-
-    Returns:
-        ``(Split(x, y), class_names, value_range)``; x is uint8 ``(N, H, W, C)``.
-
-    Raises:
-        DataError: unprepared or missing data, unknown split or keys, over the budget.
-    """
-    cfg = _config(source, cfg)
-    kind, _, rest = source.partition(":")
-    if kind == "tfds":
-        from cnncli.data.tfds import load_tfds_split
-
-        return load_tfds_split(rest, split, cfg)
-    if kind == "folder":
-        from cnncli.data.folder import load_folder_split
-
-        return load_folder_split(rest, split, cfg)
-    raise DataError(f"unknown external data source {source!r}", hint="use tfds:NAME or folder:PATH")
-
-
-def split_sizes(source: str, cfg=None) -> dict[str, int]:
-    """Number of examples in each split of an external source, without decoding images."""
-    cfg = _config(source, cfg)
-    kind, _, rest = source.partition(":")
-    if kind == "tfds":
-        from cnncli.data.tfds import tfds_split_sizes
-
-        return tfds_split_sizes(rest, cfg)
-    if kind == "folder":
-        from cnncli.data.folder import folder_split_sizes
-
-        return folder_split_sizes(rest)
-    raise DataError(f"unknown external data source {source!r}", hint="use tfds:NAME or folder:PATH")
-
-
-def _config(source: str, cfg):
-    if cfg is not None:
-        return cfg
-    from cnncli.config.recipe import DataConfig
-
-    return DataConfig(source=source)
 
 
 # ------------------------------------------------------------------ budget

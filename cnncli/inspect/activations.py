@@ -22,7 +22,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from cnncli.errors import UsageError
+from cnncli.arith.geometry import analyze
+from cnncli.errors import UsageError, unknown_choice
+from cnncli.inspect.evaluate import softmax
+from cnncli.inspect.probe import batched_responses, conv_layers
 
 
 @dataclass
@@ -67,7 +70,7 @@ def rf_box(analysis, layer: str, position: tuple[int, ...]) -> RFBox:
     """The receptive-field box of ``position`` in the output of top-level ``layer``.
 
     Args:
-        analysis: `cnncli.arith.geometry.analyze` of the run's specs and input shape.
+        analysis: `cnncli.arith.geometry.analyze` of the run's specs and input shape (`run_analysis`).
         layer: a top-level layer name with spatial output.
         position: an output index per spatial axis.
     """
@@ -103,9 +106,6 @@ def shown_layer(run, name: str) -> tuple[str, str]:
         UsageError: an unknown name, a conv inside a block, a layer without spatial output,
             or a 3-D model.
     """
-    from cnncli.errors import unknown_choice
-    from cnncli.inspect.filters import conv_layers
-
     names = list(run.model.layer_names)
     convs = {c.name: c for c in conv_layers(run)}
     if name in convs and not convs[name].top_level:
@@ -131,9 +131,11 @@ def shown_layer(run, name: str) -> tuple[str, str]:
     return name, shown
 
 
-def _analysis(run):
-    from cnncli.arith.geometry import analyze
+def run_analysis(run):
+    """A loaded run's layer geometry: `cnncli.arith.geometry.analyze` of its specs and input shape.
 
+    The receptive fields and jumps ``conv-arith`` prints for the run; `rf_box` places them.
+    """
     return analyze(run.specs, run.input_shape, num_classes=run.num_classes)
 
 
@@ -160,9 +162,6 @@ class FeatureMaps:
 
 def feature_maps(run, layer: str, x: np.ndarray, *, input_name: str, label: int | None = None) -> FeatureMaps:
     """Activations of ``layer`` for one raw input ``x (*input_shape)``, and the model's prediction."""
-    from cnncli.inspect.evaluate import softmax
-    from cnncli.inspect.filters import batched_responses
-
     named, shown = shown_layer(run, layer)
     last = run.model.layer_names[-1]
     (_, _, acts), = batched_responses(run, x[None], [shown, last], batch_size=1)
@@ -176,7 +175,7 @@ def feature_maps(run, layer: str, x: np.ndarray, *, input_name: str, label: int 
     pred = int(np.argmax(probs))
     return FeatureMaps(
         named, shown, input_name, x, maps[order], [int(c) for c in order], [float(means[c]) for c in order],
-        int(channel), float(a.reshape(-1)[flat]), rf_box(_analysis(run), shown, tuple(int(p) for p in pos)),
+        int(channel), float(a.reshape(-1)[flat]), rf_box(run_analysis(run), shown, tuple(int(p) for p in pos)),
         label, pred, float(probs[pred]),
     )  # fmt: skip
 
@@ -212,8 +211,6 @@ def top_patches(run, layer: str, x: np.ndarray, y: np.ndarray, *, filters: int =
     Each example counts once per filter, at its peak position; the patch is that
     position's receptive field.
     """
-    from cnncli.inspect.filters import batched_responses
-
     named, shown = shown_layer(run, layer)
     nf = min(filters, run.model.layer_shapes[run.model.layer_names.index(shown)][-1])
     peaks = np.zeros((len(x), nf), np.float32)
@@ -224,7 +221,7 @@ def top_patches(run, layer: str, x: np.ndarray, y: np.ndarray, *, filters: int =
         where[start:stop] = flat.argmax(axis=1)
         peaks[start:stop] = flat.max(axis=1)
     spatial = run.model.layer_shapes[run.model.layer_names.index(shown)][:-1]
-    analysis = _analysis(run)
+    analysis = run_analysis(run)
     out = []
     for f in range(nf):
         best = np.argsort(-peaks[:, f], kind="stable")[:top_k]

@@ -209,18 +209,14 @@ class Predictor:
 
     def __init__(self, run, batch_size: int):
         import jax
-        import jax.numpy as jnp
         from flax import nnx
 
-        from cnncli.models.apply import StepConfig, make_logits_fn
+        from cnncli.models.apply import make_logits_fn, make_step_config
 
         self.batch_size = int(batch_size)
         graphdef, self.params, self.rest = nnx.split(run.model, nnx.Param, ...)
-        cfg = StepConfig(
-            num_classes=run.num_classes, mean=tuple(run.data["mean"]), std=tuple(run.data["std"]),
-            batch_size=self.batch_size,
-            compute_dtype=jnp.bfloat16 if run.recipe.train.precision == "bf16" else jnp.float32,
-        )  # fmt: skip
+        cfg = make_step_config(run.data, num_classes=run.num_classes, batch_size=self.batch_size,
+                               precision=run.recipe.train.precision)  # fmt: skip
         self._fn = make_logits_fn(graphdef, cfg)
         self._compiled: dict[Any, Any] = {}
         self.compile_seconds = 0.0
@@ -252,8 +248,10 @@ class Predictor:
 
 
 def eval_batch_size(run, n: int) -> int:
-    """The batch size training's evaluation used: same shapes, same numbers."""
-    return min(run.recipe.data.eval_batch_size, max(n, 1))
+    """The batch size training's evaluation used (on one device): same shapes, same numbers."""
+    from cnncli.config.plan import eval_batch_size as planned
+
+    return planned(run.recipe, n)
 
 
 # ---------------------------------------------------------------- data access
@@ -271,7 +269,7 @@ def load_eval_split(run, split: str | None = None, source: str | None = None):
     Raises:
         DataError: the source's images or classes do not fit the run.
     """
-    from cnncli.data.base import load_split
+    from cnncli.data.sources import load_split
 
     cfg = run.recipe.data
     split = split or cfg.eval_split

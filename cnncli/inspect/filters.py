@@ -3,16 +3,17 @@
 Everything here reads a `cnncli.runs.load.LoadedRun` and returns plain dataclasses;
 `cnncli.pictures.images` draws them and `cnncli.report.eval` prints them.
 
-- `conv_layers` / `find_conv`: every conv with the names the recipe's layer table
-  uses (``conv1``, ``resblock1.conv2``).
+- `conv_layers` / `find_conv` (from `cnncli.inspect.probe`): every conv with the names
+  the recipe's layer table uses (``conv1``, ``resblock1.conv2``).
 - `filter_grid`: a layer's kernels scaled to [0, 1] for display, mid-gray = 0, per
   filter or on one shared scale.
 - `filter_health`: per filter L2 norm, mean, std, the fraction of a validation batch
   on which its ReLU is dead, and its most similar other filter (cosine); flags dead,
   near-zero and near-duplicate filters; with the step-0 kernel, how far it moved.
-- `feature_maps`, `top_patches`, `rf_box`: activations for one input, the input
-  patches that most excite each filter, and the receptive-field box of a position
-  (sizes from `cnncli.arith.geometry`, so they agree with ``conv-arith``).
+- `cnncli.inspect.activations` (`feature_maps`, `top_patches`, `rf_box`): activations
+  for one input, the input patches that most excite each filter, and the
+  receptive-field box of a position (sizes from `cnncli.arith.geometry`, so they agree
+  with ``conv-arith``); `inspect_layer` gathers them into one `FilterReport`.
 
 A filter's *response* is its channel after the activation that follows the conv
 (skipping ``bn``/``dropout`` in between): ``conv1 -> bn1 -> relu1`` responds at
@@ -25,76 +26,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnncli.errors import UsageError, unknown_choice
+from cnncli.arith.layers import Activation
+from cnncli.errors import CheckpointError, CnnCliError, UsageError
+from cnncli.inspect.activations import ActivatingPatches, FeatureMaps, feature_maps, top_patches
+from cnncli.inspect.probe import ConvInfo, batched_responses, conv_layers, find_conv
 
 NEAR_ZERO_RATIO = 0.01  # L2 norm below 1% of the layer's median filter norm
 DUPLICATE_COSINE = 0.95  # cosine similarity above which two filters are near-duplicates
 DEAD_FRACTION = 0.99  # dead: the ReLU output is 0 everywhere on >= 99% of the batch's examples
 DEAD_ACTIVATIONS = ("relu", "relu6")  # activations whose zero output means "dead"
-
-
-@dataclass
-class ConvInfo:
-    """One conv (or tconv) of a model."""
-
-    name: str  # "conv1", "resblock1.conv2"
-    kind: str  # "conv" | "tconv"
-    kernel_size: tuple[int, ...]
-    in_channels: int
-    filters: int
-    groups: int
-    kernel_shape: tuple[int, ...]  # (*kernel_size, in_channels / groups, filters)
-    params: int
-    top_level: bool  # a layer of the recipe's list (feature maps and patches need one)
-    response: str | None  # the top-level layer where its response is read, or None
-
-
-def conv_layers(run) -> list[ConvInfo]:
-    """Every conv of a loaded run's model, in layer order."""
-    from flax import nnx
-
-    from cnncli.arith.layers import Activation, Dropout, Norm
-
-    specs, names = list(run.specs), list(run.model.layer_names)
-    out = []
-    for name, module in run.model.conv_layers():
-        kernel = module.kernel[...]
-        groups = int(getattr(module, "feature_group_count", 1) or 1)
-        kind = "tconv" if isinstance(module, nnx.ConvTranspose) else "conv"
-        response = None
-        if name in names:
-            i = names.index(name)
-            j = i + 1
-            while j < len(specs) and isinstance(specs[j], (Norm, Dropout)):
-                j += 1
-            response = names[j] if j < len(specs) and isinstance(specs[j], Activation) else name
-        out.append(ConvInfo(
-            name=name, kind=kind, kernel_size=tuple(kernel.shape[:-2]), in_channels=int(kernel.shape[-2]) * groups,
-            filters=int(kernel.shape[-1]), groups=groups, kernel_shape=tuple(kernel.shape),
-            params=int(kernel.size) + (int(module.bias.shape[0]) if module.bias is not None else 0),
-            top_level=name in names, response=response,
-        ))  # fmt: skip
-    return out
-
-
-def find_conv(run, name: str | None) -> tuple[ConvInfo, np.ndarray]:
-    """A conv by name (default: the first) and its kernel ``(*k, cin/g, filters)``.
-
-    Raises:
-        UsageError: the model has no conv, or ``name`` is not one (lists the valid names).
-    """
-    layers = conv_layers(run)
-    if not layers:
-        raise UsageError(f"the model of {run.workdir} has no conv layers", hint="inspect-filters shows conv kernels")
-    if name is None:
-        info = layers[0]
-    else:
-        match = [c for c in layers if c.name == name]
-        if not match:
-            raise UsageError(unknown_choice("conv layer", name, [c.name for c in layers]), hint="see them with --list")
-        info = match[0]
-    module = dict(run.model.conv_layers())[info.name]
-    return info, np.asarray(module.kernel[...], np.float32)
 
 
 # ------------------------------------------------------------------ the grid
@@ -213,7 +153,6 @@ def filter_health(kernel: np.ndarray, dead_fraction: np.ndarray | None = None,
 
 def init_kernel(run, name: str) -> np.ndarray:
     """The step-0 kernel of a conv from the run's ``init.npz`` (``--compare-init``)."""
-    from cnncli.errors import CheckpointError
     from cnncli.runs.load import load_init_params
 
     params = load_init_params(run.workdir)
@@ -223,47 +162,12 @@ def init_kernel(run, name: str) -> np.ndarray:
     return params[key]
 
 
-# ----------------------------------------------------------- activations
-def response_fn(run, names: list[str]):
-    """A jitted ``x_raw (B, *input_shape) -> {name: activation}`` for top-level layers."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from cnncli.models import forward_with_activations
-
-    graphdef, state = nnx.split(run.model)
-    mean = jnp.asarray(run.data["mean"], jnp.float32)
-    std = jnp.asarray(run.data["std"], jnp.float32)
-
-    @jax.jit
-    def fn(state, x):
-        model = nnx.merge(graphdef, state, copy=True)
-        _, acts = forward_with_activations(model, (x.astype(jnp.float32) - mean) / std, names)
-        return acts
-
-    return lambda x: {k: np.asarray(v) for k, v in fn(state, x).items()}
-
-
-def batched_responses(run, x: np.ndarray, names: list[str], batch_size: int = 256):
-    """Yield ``(start, stop, {name: activation})`` over ``x`` in fixed-size padded batches."""
-    from cnncli.data.batching import batches, pad_batch
-
-    fn = response_fn(run, names)
-    bs = min(batch_size, max(len(x), 1))
-    dummy = np.zeros(len(x), np.int32)
-    for start, stop in batches(len(x), bs):
-        xb, _, mask = pad_batch(x[start:stop], dummy[start:stop], bs)
-        yield start, stop, {k: v[mask] for k, v in fn(xb).items()}
-
-
+# ------------------------------------------------------ dead activations
 def dead_fractions(run, info: ConvInfo, x: np.ndarray) -> np.ndarray | None:
     """Per filter, the fraction of examples of ``x`` on which its ReLU output is 0 everywhere.
 
     None when the filter has no ReLU response (no relu after it, or it sits in a block).
     """
-    from cnncli.arith.layers import Activation
-
     if info.response is None or info.response == info.name or len(x) == 0:
         return None
     spec = run.specs[list(run.model.layer_names).index(info.response)]
@@ -288,8 +192,8 @@ class FilterReport:
     health: list[FilterStat]
     num_examples: int  # validation examples behind the dead fractions (0: none)
     compared_to_init: bool = False
-    maps: object | None = None  # cnncli.inspect.activations.FeatureMaps
-    patches: object | None = None  # cnncli.inspect.activations.ActivatingPatches
+    maps: FeatureMaps | None = None
+    patches: ActivatingPatches | None = None
     pngs: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -301,7 +205,6 @@ class FilterReport:
 
 def _validation(run, examples: int, warnings: list[str]):
     """The first ``examples`` of the run's evaluation split, or (None, None) with a warning."""
-    from cnncli.errors import CnnCliError
     from cnncli.inspect.evaluate import load_eval_split
 
     try:
@@ -329,8 +232,6 @@ def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compar
         max_filters: filters in the grid (default 64) and with patches (default 8).
         examples: eval-split examples for dead fractions and patches.
     """
-    from cnncli.inspect import activations
-
     if image is not None and index is not None:
         raise UsageError("give --image or --index, not both")
     info, kernel = find_conv(run, layer)
@@ -348,14 +249,14 @@ def inspect_layer(run, layer: str | None = None, *, shared: bool = False, compar
 
         xs, names, notes = load_inputs(run, [image])
         rep.warnings += [f"{image}: {n}" for n in notes if n]
-        rep.maps = activations.feature_maps(run, info.name, xs[0], input_name=names[0])
+        rep.maps = feature_maps(run, info.name, xs[0], input_name=names[0])
     elif index is not None:
         if x is None or not 0 <= index < len(x):
             raise UsageError(f"--index {index}: the eval split has {0 if x is None else len(x)} examples here",
                              hint="use 0..N-1 (raise --examples to reach further)")  # fmt: skip
-        rep.maps = activations.feature_maps(run, info.name, x[index], input_name=f"eval[{index}]", label=int(y[index]))
+        rep.maps = feature_maps(run, info.name, x[index], input_name=f"eval[{index}]", label=int(y[index]))
     if patches and x is not None:
         if len(x) == 0:
             raise UsageError("--patches needs eval-split examples", hint="use --examples N with N > 0")
-        rep.patches = activations.top_patches(run, info.name, x, y, filters=max_filters or 8, top_k=top_k)
+        rep.patches = top_patches(run, info.name, x, y, filters=max_filters or 8, top_k=top_k)
     return rep

@@ -1,4 +1,4 @@
-"""Build Flax NNX modules from `LayerSpec` lists (layer 3: imports layers 0-2 only).
+"""Build Flax NNX modules from `LayerSpec` lists (layer 4: imports the layers below it only).
 
     from flax import nnx
     from cnncli.arith import layers
@@ -45,10 +45,13 @@ precision = "bf16"``: `cnncli.train.step` casts the parameters and the input) ru
 convolutions and dense layers on bfloat16 operands with float32 accumulation
 (`ops.mixed_conv`, `ops.Dense`) and BatchNorm statistics in float32.
 
-Modules: `shapes` (padding conventions, pure Python), `pooling` (pool kernels and
-their fast paths), `norm` (`BatchNorm`: `nnx.BatchNorm`'s state and semantics, a
-hand-written backward pass), `ops` (single-layer modules), `blocks` (residual and
-dense blocks), `model` (`Model`, `build_model`). Speed measurements behind these
+Modules, lowest first: `backend` (the conv-backend setting that `norm` and `ops` read),
+`shapes` (padding conventions, pure Python), `pooling` (pool kernels and their fast
+paths), `norm` (`BatchNorm`: `nnx.BatchNorm`'s state and semantics, a hand-written
+backward pass), `ops` (single-layer modules), `blocks` (residual and dense blocks),
+`model` (`Model`, `build_model`), `apply` (normalisation and the forward pass shared by
+training and inference), `build` (a recipe's model). Modules inside the package import
+each other by module name, never through this file. Speed measurements behind these
 choices: BENCHMARKS.md.
 """
 

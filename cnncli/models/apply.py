@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnncli.models.ops import conv_backend
+from cnncli.config.plan import normalization
+from cnncli.models.backend import conv_backend
 
 
 def trainable_filter(freeze: list[str]) -> Callable[[tuple, Any], bool]:
@@ -53,11 +54,38 @@ class StepConfig:
     conv_backend: str = "xla"  # "onednn": convolutions through cnncli.native.onednn (CPU)
 
 
+def compute_dtype(precision: str) -> Any:
+    """``train.precision`` -> the dtype of the forward and backward pass (``bf16``: bfloat16, else float32)."""
+    return jnp.bfloat16 if precision == "bf16" else jnp.float32
+
+
+def make_step_config(meta, *, num_classes: int, batch_size: int, precision: str = "fp32", **options) -> StepConfig:
+    """The `StepConfig` of a run's data: training, evaluation and the profiler all make it here.
+
+    Args:
+        meta: the data facts with per-channel ``mean`` and ``std`` (`cnncli.config.plan.normalization`):
+            `Dataset.meta` while training, ``data.json`` when reading a run back.
+        num_classes: logits width.
+        batch_size: examples per compiled call.
+        precision: ``train.precision`` (`compute_dtype`).
+        options: the other `StepConfig` fields (label_smoothing, ema_decay, batch_sharding, conv_backend).
+    """
+    mean, std = normalization(meta)
+    return StepConfig(num_classes=num_classes, mean=mean, std=std, batch_size=batch_size,
+                      compute_dtype=compute_dtype(precision), **options)  # fmt: skip
+
+
+def normalize(x: jax.Array, mean, std) -> jax.Array:
+    """Raw pixels (uint8 or float) -> ``(x - mean) / std`` in float32, per channel (last axis).
+
+    The one normalisation: training, evaluation and `cnncli.inspect.probe` all use it.
+    """
+    return (x.astype(jnp.float32) - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
 def preprocess(x: jax.Array, cfg: StepConfig) -> jax.Array:
-    """Raw pixels (uint8 or float) -> normalized float32, per channel (last axis)."""
-    mean = jnp.asarray(cfg.mean, jnp.float32)
-    std = jnp.asarray(cfg.std, jnp.float32)
-    return (x.astype(jnp.float32) - mean) / std
+    """Raw pixels (uint8 or float) -> normalized float32 with the run's ``cfg.mean``/``cfg.std``."""
+    return normalize(x, cfg.mean, cfg.std)
 
 
 # XLA CPU debug options for every compiled step (train, eval, logits), passed per

@@ -4,8 +4,8 @@ Sub-layers are attributes with fixed names, so parameter paths read
 ``('resblock1', 'conv2', 'kernel')``, ``('resblock1', 'proj', 'kernel')``,
 ``('denseblock1', 'layer3', 'conv1', 'kernel')``, ``('transition1', 'conv', 'kernel')``.
 Every block conv has no bias (a BatchNorm follows) and zero padding: ``k // 2`` on
-both sides for odd kernels, XLA ``same`` when a kernel size is even (`shapes.block_pads`,
-the rule `cnncli.arith.blocks` uses).
+both sides for odd kernels, XLA ``same`` when a kernel size is even
+(`cnncli.arith.layers.block_padding`, the rule `cnncli.arith.blocks` uses too).
 """
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+import cnncli.models.pooling as pooling
+import cnncli.models.shapes as shapes
 from cnncli.arith import layers as L
 from cnncli.errors import ShapeError
-from cnncli.models import pooling, shapes
 from cnncli.models.ops import batch_norm, conv, spatial
-
-
-def _sym(kernel: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
-    """PyTorch-style ``padding=k // 2`` on both sides."""
-    return tuple((k // 2, k // 2) for k in kernel)
 
 
 def _valid(nd: int) -> tuple[tuple[int, int], ...]:
@@ -110,14 +106,15 @@ class Bottleneck(nnx.Module):
         out_c = c * spec.expansion
         self.conv1 = conv(in_c, c, one, one, _valid(nd), rngs)
         self.bn1 = batch_norm(c, rngs)
-        self.conv2 = conv(c, c, three, s, _sym(three), rngs)
+        pads = shapes.block_pads(sizes, three, s)
+        self.conv2 = conv(c, c, three, s, pads, rngs)
         self.bn2 = batch_norm(c, rngs)
         self.conv3 = conv(c, out_c, one, one, _valid(nd), rngs)
         self.bn3 = batch_norm(out_c, rngs)
         project = in_c != out_c or set(s) != {1}
         self.proj = conv(in_c, out_c, one, s, _valid(nd), rngs) if project else None
         self.proj_bn = batch_norm(out_c, rngs) if project else None
-        out = _out(sizes, three, s, _sym(three), where)
+        out = _out(sizes, three, s, pads, where)
         self.out_shape = (*out, out_c)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -137,7 +134,7 @@ class DenseLayer(nnx.Module):
         self.bn1 = batch_norm(in_c, rngs)
         self.conv1 = conv(in_c, bn_size * growth, one, one, _valid(nd), rngs)
         self.bn2 = batch_norm(bn_size * growth, rngs)
-        self.conv2 = conv(bn_size * growth, growth, three, one, _sym(three), rngs)
+        self.conv2 = conv(bn_size * growth, growth, three, one, L.block_padding(three), rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.conv1(self.bn1(x, relu=True))

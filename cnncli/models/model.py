@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 import jax
 from flax import nnx
 
+import cnncli.models.ops as ops
 from cnncli.arith import layers as L
 from cnncli.errors import LayerError, unknown_choice
-from cnncli.models import ops
 from cnncli.models.blocks import BLOCKS
 from cnncli.models.norm import BatchNorm
 

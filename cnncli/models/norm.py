@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cnncli.models.backend import current_conv_backend
+
 
 def _stats(x: jax.Array, axes: tuple[int, ...], native: bool) -> tuple[jax.Array, jax.Array]:
     """Per-channel mean and biased variance (``E[x^2] - E[x]^2``, clipped at 0), in float32."""
@@ -116,12 +118,10 @@ _batch_norm_train.defvjp(_forward, _bwd)
 
 def _native_sums(x: jax.Array) -> bool:
     """Whether this trace's BatchNorm sums go to the native kernel: under the oneDNN
-    conv backend (`cnncli.models.ops.conv_backend`; its extension holds the kernel),
+    conv backend (`cnncli.models.backend.conv_backend`; its extension holds the kernel),
     on the CPU, for a float32 or bfloat16 input."""
-    from cnncli.models import ops
-
     return (
-        ops.current_conv_backend() == "onednn"
+        current_conv_backend() == "onednn"
         and x.dtype in (jnp.float32, jnp.bfloat16)
         and jax.default_backend() == "cpu"
     )

@@ -7,8 +7,6 @@ small modules too, so every name in ``Model.layer_names`` is an attribute.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 
 import jax
@@ -16,10 +14,12 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+import cnncli.models.pooling as pooling
+import cnncli.models.shapes as shapes
 from cnncli.arith import layers as L
 from cnncli.arith.layers import PadPairs
 from cnncli.errors import LayerError, ShapeError
-from cnncli.models import pooling, shapes
+from cnncli.models.backend import current_conv_backend
 from cnncli.models.norm import BatchNorm
 
 # He et al. 2015 variance (2 / fan) for ReLU networks; fan_out as torchvision's
@@ -68,35 +68,11 @@ class PaddedConv(nnx.Conv):
         dilation = self.kernel_dilation if isinstance(self.kernel_dilation, tuple) else (self.kernel_dilation,) * nd
         y = mixed_conv(
             inputs, self.kernel[...], tuple(self.strides), self.padding, rhs_dilation=dilation,
-            dimension_numbers=_dimension_numbers(inputs.ndim), feature_group_count=self.feature_group_count,
+            dimension_numbers=conv_dimension_numbers(inputs.ndim), feature_group_count=self.feature_group_count,
         )  # fmt: skip
         if self.bias is not None:
             y = y + self.bias[...].astype(y.dtype)
         return y
-
-
-# Which kernels the convolutions traced in this context use: "xla" (lax) or
-# "onednn" (`cnncli.native.onednn`, ``[train] conv_backend``). Read at trace time,
-# so it is part of what a compiled step is; set around a trace with `conv_backend`.
-_CONV_BACKEND: contextvars.ContextVar[str] = contextvars.ContextVar("cnncli_conv_backend", default="xla")
-CONV_BACKENDS = ("xla", "onednn")
-
-
-@contextlib.contextmanager
-def conv_backend(name: str):
-    """Trace the convolutions inside with backend ``name`` (see `CONV_BACKENDS`)."""
-    if name not in CONV_BACKENDS:
-        raise ValueError(f"unknown conv backend {name!r}; expected one of {CONV_BACKENDS}")
-    token = _CONV_BACKEND.set(name)
-    try:
-        yield
-    finally:
-        _CONV_BACKEND.reset(token)
-
-
-def current_conv_backend() -> str:
-    """The conv backend of the trace in progress (`conv_backend`; "xla" outside one)."""
-    return _CONV_BACKEND.get()
 
 
 def mixed_conv(x: jax.Array, kernel: jax.Array, strides, padding, **kwargs) -> jax.Array:
@@ -106,7 +82,7 @@ def mixed_conv(x: jax.Array, kernel: jax.Array, strides, padding, **kwargs) -> j
     = "bf16"``): the kernel is cast to bfloat16, the products accumulate in float32
     (``preferred_element_type``), and the result is rounded back to bfloat16.
 
-    Under ``conv_backend("onednn")`` the convolutions oneDNN covers (zero padding,
+    Under ``backend.conv_backend("onednn")`` the convolutions oneDNN covers (zero padding,
     no input dilation, 1 or 2 spatial axes) go to `cnncli.native.onednn.conv`, same
     meaning; the rest stay with lax.
     """
@@ -141,7 +117,7 @@ class Dense(nnx.Linear):
         return y
 
 
-def _dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
+def conv_dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
     """Channels-last input/output, kernel ``(*spatial, in, out)``; ``ndim`` = array rank."""
     spatial = tuple(range(1, ndim - 1))
     return lax.ConvDimensionNumbers(
@@ -175,7 +151,7 @@ class TransposedConv(nnx.ConvTranspose):
         y = mixed_conv(
             inputs, kernel, (1,) * nd, self.padding,
             lhs_dilation=self.strides, rhs_dilation=self.kernel_dilation,
-            dimension_numbers=_dimension_numbers(inputs.ndim),
+            dimension_numbers=conv_dimension_numbers(inputs.ndim),
             feature_group_count=self.feature_group_count,
         )  # fmt: skip
         if self.bias is not None:

@@ -14,7 +14,7 @@ Pure Python: no jax. Sizes, kernels, strides and paddings are per spatial axis.
 from __future__ import annotations
 
 from cnncli.arith import formulas as arith
-from cnncli.arith.layers import Padding, PadPairs, broadcast_pairs
+from cnncli.arith.layers import Padding, PadPairs, block_padding, broadcast_pairs
 
 
 def _axis(where: str, axis: int) -> str:
@@ -66,10 +66,8 @@ def tconv_geometry(padding: Padding, sizes, kernel, stride, dilation, output_pad
 
 
 def block_pads(sizes, kernel, stride) -> PadPairs:
-    """Padding of a conv inside a residual block: ``k // 2`` each side for odd kernels
-    (torchvision), XLA ``same`` when any kernel size is even (so the residual and
-    shortcut sizes still agree). The same rule as `cnncli.arith.blocks`.
+    """Padding of a conv inside a block as ``(lo, hi)`` per axis: the one rule,
+    `cnncli.arith.layers.block_padding` (``k // 2`` for odd kernels, else ``same``),
+    with ``same`` resolved for these sizes.
     """
-    if all(k % 2 for k in kernel):
-        return tuple((k // 2, k // 2) for k in kernel)
-    return tuple(arith.same_pads(i, k, s) for i, k, s in zip(sizes, kernel, stride))
+    return window_pads(block_padding(kernel), sizes, kernel, stride, (1,) * len(kernel), where="block")

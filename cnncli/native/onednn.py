@@ -56,7 +56,7 @@ class OneDNNUnavailable(CnnCliError):
 def find_root() -> Path:
     """The oneDNN 3.x prefix (``include/oneapi/dnnl/dnnl.hpp`` and ``lib/libdnnl.so``)."""
     if env := os.environ.get("CNNCLI_ONEDNN_ROOT"):  # asked for: that one or an error
-        if _is_prefix(Path(env)):
+        if is_onednn_prefix(Path(env)):
             return Path(env)
         raise OneDNNUnavailable(
             f"CNNCLI_ONEDNN_ROOT={env} is not a oneDNN 3.x prefix (it needs include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so)",
@@ -67,12 +67,12 @@ def find_root() -> Path:
         candidates.append(Path(site.USER_BASE))
     candidates += [Path("/usr/local"), Path("/usr")]
     for root in candidates:
-        if _is_prefix(root):
+        if is_onednn_prefix(root):
             return root
     raise OneDNNUnavailable("oneDNN 3.x was not found (looked in " + ", ".join(map(str, candidates)) + ")", hint=HINT)
 
 
-def _is_prefix(root: Path) -> bool:
+def is_onednn_prefix(root: Path) -> bool:
     """Whether ``root`` holds oneDNN 3.x: its version header, 3 or newer, and libdnnl.so."""
     header = root / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
     return header.is_file() and _libdnnl(root) is not None and _major(header) >= 3

@@ -1,7 +1,9 @@
 """Rendering of a `cnncli.arith.geometry.Analysis`: a rich table for people, a dict for scripts.
 
 Both are public and shared: ``cnncli conv-arith`` prints them, and ``cnncli train
---dry-run`` reuses them to show what a recipe would build.
+--dry-run`` reuses them to show what a recipe would build. The ``print_*`` functions
+are conv-arith's only printers, one per form: results (or one JSON object with
+``as_json``) on stdout, warnings on stderr.
 
 - `layer_table` returns a `rich.table.Table` with one row per layer (blocks are one
   row): name, output shape, kernel/stride/padding actually applied, parameters, MACs,
@@ -21,8 +23,12 @@ from typing import Any
 
 from rich.table import Table
 
+from cnncli.arith.draw import Drawing
+from cnncli.arith.explain import no_solution_note, same_stride_note
+from cnncli.arith.formulas import Solution
 from cnncli.arith.geometry import Analysis, LayerInfo
 from cnncli.arith.layers import format_padding
+from cnncli.report.console import print_json, stdout_console, warn
 
 _SUFFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
 
@@ -157,3 +163,77 @@ def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
         "total": {"params": total.params, "macs": total.macs, "flops": total.flops, "act_bytes": total.act_bytes},
         "convention": analysis.counting.describe(),
     }
+
+
+def print_analysis(analysis: Analysis, *, title: str | None = None, as_json: bool = False) -> None:
+    """A stack's `layer_table` (or `analysis_to_json`) on stdout, then its warnings on stderr."""
+    if as_json:
+        print_json(analysis_to_json(analysis))
+    else:
+        stdout_console().print(layer_table(analysis, title=title))
+    for text in analysis.warnings:
+        warn(text)
+
+
+def print_quick(result: dict[str, Any], *, as_json: bool = False) -> None:
+    """The quick form: warnings on stderr first, then size, formula and notes on stdout.
+
+    Args:
+        result: from `cnncli.arith.explain.quick_result`; its ``warnings`` are taken out.
+        as_json: print the rest of the dict as one JSON object instead of one line each.
+    """
+    for text in result.pop("warnings"):
+        warn(text)
+    if as_json:
+        print_json(result)
+        return
+    console = stdout_console()
+    for line in [str(result["output"]), result["formula"], *result["notes"], *result.get("convention_notes", [])]:
+        console.print(line, markup=False, highlight=False)
+
+
+def solve_table(i: int, o: int, found: list[Solution], transpose: bool, limit: int = 20) -> Table:
+    """A rich table of `cnncli.arith.formulas.solve` results, the first ``limit`` rows."""
+    kind = "transposed convs" if transpose else "convs"
+    table = Table(title=f"{kind} mapping {i} to {o}, simplest first", caption_justify="left")
+    for col in ("k", "s", "p", "d") + (("op",) if transpose else ()) + ("token keys", "note"):
+        table.add_column(col, justify="right" if len(col) <= 2 else "left")
+    for x in found[:limit]:
+        note = f"drops {x.drops} input pixel(s)" if x.drops else ""
+        cells = [x.k, x.s, x.p, x.d] + ([x.op] if transpose else []) + [x.token(transpose), note]
+        table.add_row(*(str(c) for c in cells))
+    if len(found) > limit:
+        table.caption = f"{len(found) - limit} more; --json lists all"
+    return table
+
+
+def print_solve(i: int, o: int, found: list[Solution], *, transpose: bool = False, as_json: bool = False) -> None:
+    """``--solve``: the `solve_table` and the ``p=same`` note (JSON: every solution)."""
+    if as_json:
+        print_json({"input": i, "output": o, "transpose": transpose, "solutions": [vars(x) for x in found]})
+        return
+    console = stdout_console()
+    if not found:
+        console.print(no_solution_note(i, o, transpose), markup=False)
+        return
+    console.print(solve_table(i, o, found, transpose))
+    note = same_stride_note(i, o, transpose)
+    if note:
+        console.print(note, markup=False)
+
+
+def print_tokens(arch: str, tokens: list[str], *, as_json: bool = False) -> None:
+    """``--arch NAME --tokens``: the token list on one line, ready to paste."""
+    if as_json:
+        print_json({"arch": arch, "tokens": tokens})
+    else:
+        stdout_console().print(" ".join(tokens), markup=False, highlight=False, soft_wrap=True)
+
+
+def print_drawing(values: list, kernel: list, drawing: Drawing, *, as_json: bool = False) -> None:
+    """``--draw``: the worked example's text (JSON: input, kernel, output, convolution, matrix)."""
+    if as_json:
+        print_json({"input": values, "kernel": kernel, "output": drawing.output,
+                    "convolution": drawing.convolution, "matrix": drawing.matrix})  # fmt: skip
+        return
+    stdout_console().print(drawing.text, markup=False, highlight=False, soft_wrap=True)

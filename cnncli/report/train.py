@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cnncli.report.console import print_json, stderr_console, stdout_console, warn
-from cnncli.train.loop import (
+from cnncli.train.events import (
     CheckpointSaved,
     Compiled,
     EpochEnd,
@@ -165,23 +165,3 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
-
-
-def schedule_plot(schedule, total_steps: int, width: int = 60, height: int = 8) -> str:
-    """A small terminal plot of the learning rate over the run (block characters)."""
-    width = max(2, min(width, total_steps))
-    xs = [round(i * (total_steps - 1) / (width - 1)) for i in range(width)]
-    ys = [float(schedule(x)) for x in xs]
-    top = max(ys) or 1.0
-    levels = " ▁▂▃▄▅▆▇█"
-    rows = []
-    for r in range(height - 1, -1, -1):
-        line = ""
-        for y in ys:
-            fill = y / top * height - r  # how much of this row the value fills, in rows
-            line += levels[max(0, min(8, int(round(fill * 8))))]
-        label = f"{top * (r + 1) / height:9.2e} |" if r in (height - 1, 0) else " " * 10 + "|"
-        rows.append(label + line)
-    rows.append(" " * 10 + "+" + "-" * width)
-    rows.append(" " * 11 + "0" + " " * (width - len(str(total_steps)) - 1) + str(total_steps) + "  (step)")
-    return "\n".join(rows)

@@ -4,7 +4,8 @@ orbax writes a step into ``<step>.orbax-checkpoint-tmp/`` and commits it with on
 ``rename`` to ``<step>/`` (verified for orbax-checkpoint 0.12.8: the suffix has no
 timestamp, each item is itself written as ``state.orbax-checkpoint-tmp`` inside it, and
 a later save of the same step removes a leftover temporary directory first). This
-module hooks that commit (`commit_hook_class`) to:
+module hooks that commit (`commit_hook_class`; the orbax class it subclasses is private
+API, reached only through `cnncli.runs.orbax_adapter`) to:
 
 - write ``files.sha256.json``, the size and sha256 of every file of the step, inside the
   temporary directory, so it commits atomically with the data; a restore that fails
@@ -35,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnncli.errors import CheckpointError
+from cnncli.runs.orbax_adapter import COMMIT_MARKER, TMP_SUFFIX, atomic_rename_base
 
-TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's marker of an uncommitted directory
-COMMIT_MARKER = "commit_success.txt"  # orbax writes it just before the rename
 MANIFEST = "files.sha256.json"
 TRASH = ".deleting"  # not a number: orbax never lists it as a step
 SUPERSEDED = "superseded"
@@ -108,10 +108,13 @@ def fault(point: str, step: int, path: Path) -> None:
 
 
 def commit_hook_class(fsync: bool):
-    """An orbax ``AtomicRenameTemporaryPath`` that writes the manifest, fsyncs and fires faults."""
-    from orbax.checkpoint._src.path import atomicity
+    """An orbax ``AtomicRenameTemporaryPath`` that writes the manifest, fsyncs and fires faults.
 
-    class CommitHook(atomicity.AtomicRenameTemporaryPath):
+    Raises:
+        CheckpointError: the installed orbax moved that class (`cnncli.runs.orbax_adapter`).
+    """
+
+    class CommitHook(atomic_rename_base()):
         async def create(self, *args, **kwargs):
             path = await super().create(*args, **kwargs)
             if _is_step_dir(self.get_final()):

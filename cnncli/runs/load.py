@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from cnncli.arith.layers import LayerSpec
+from cnncli.config.plan import run_num_classes
 from cnncli.config.recipe import Recipe
 from cnncli.errors import CheckpointError, RecipeError
 from cnncli.runs import layout as rundir
@@ -56,13 +57,7 @@ class LoadedRun:
 
     @property
     def num_classes(self) -> int:
-        return int(self.data.get("num_classes") or len(self.data["class_names"]))
-
-    def normalize(self, x: np.ndarray) -> np.ndarray:
-        """Raw pixels -> the normalized float32 input the model was trained on."""
-        mean = np.asarray(self.data["mean"], np.float32)
-        std = np.asarray(self.data["std"], np.float32)
-        return (np.asarray(x, np.float32) - mean) / std
+        return run_num_classes(self.data)
 
 
 def load_recipe_of(workdir: Path) -> Recipe:
@@ -91,8 +86,7 @@ def load_run(path: str | Path, checkpoint: str | int = "latest", *, ema: bool = 
     workdir = rundir.find_run(path)
     recipe = load_recipe_of(workdir)
     data = rundir.read_json(workdir / rundir.DATA_JSON)
-    num_classes = int(data.get("num_classes") or len(data["class_names"]))
-    model, specs = build_model(recipe, tuple(data["input_shape"]), num_classes)
+    model, specs = build_model(recipe, tuple(data["input_shape"]), run_num_classes(data))
     store = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, async_save=False, writer=False)
     try:
         step = store.resolve(checkpoint)

@@ -1,99 +1,51 @@
 """The training loop: recipe in, run directory out, typed events on the way.
 
-`fit` never prints. It reports through ``on_event`` with the event dataclasses below;
-`cnncli.report.train` turns them into a rich progress display or JSON lines.
+`fit` never prints. It reports through ``on_event`` with the dataclasses of
+`cnncli.train.events`; `cnncli.report.train` turns them into a rich progress display
+or JSON lines.
 
-One seed drives everything: ``jax.random.key(seed)`` is split into parameter init,
-dropout, shuffling and augmentation streams, so the same recipe and seed on the same
-machine give the same numbers.
+The pieces: `build_session` assembles the run (frozen), `initial_state` picks the
+start (fresh or resumed), `compile_program` compiles the step once, and the loop
+below advances a `LoopState` epoch by epoch under `StopSignals`. One seed drives
+every random stream (`cnncli.train.streams`), so the same recipe and seed on the same
+machine give the same numbers, resumed or not.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from cnncli.config.plan import eval_batch_size
 from cnncli.config.recipe import Recipe
-from cnncli.errors import DataError, TrainingError
+from cnncli.data.batching import batches, pad_batch
+from cnncli.errors import CheckpointError, CnnCliError, TrainingError
 from cnncli.runs import layout as rundir
 from cnncli.runtime.distributed import host, is_main_process
-from cnncli.train.clock import Clock, SaveTimer
-from cnncli.train.session import Session, build_session
+from cnncli.train.clock import SaveTimer
+from cnncli.train.events import CheckpointSaved, Compiled, EpochEnd, Event, RunFinished, StepEnd
+from cnncli.train.program import Program
+from cnncli.train.resume import Start, initial_state, started_event
+from cnncli.train.session import Session, build_session, compile_program
+from cnncli.train.signals import StopSignals
+from cnncli.train.state import LoopState, Progress
+from cnncli.train.step import zero_sums
 
 
 @dataclass(frozen=True)
-class RunStarted:
-    workdir: Path
-    num_params: int
-    steps_per_epoch: int
-    total_steps: int
-    epochs: int
-    devices: list[str]
-    input_shape: tuple[int, ...]
-    num_classes: int
-    num_train: int
-    resumed_step: int | None = None  # the checkpoint's step (completed updates); None: a fresh run
-    resumed_epoch: int | None = None  # completed epochs at that step
-    resumed_index: int | None = None  # the next batch of that epoch (0: the epoch starts afresh)
-    resumed_lr: float | None = None  # the learning rate of the next update
-    warnings: tuple[str, ...] = ()  # leftovers of interrupted saves, low disk space, ...
-    notes: tuple[str, ...] = ()  # choices made for the user (conv_backend = "auto"), shown on a terminal
+class _Run:
+    """What every part of the loop reads; none of it changes while training."""
 
-
-@dataclass(frozen=True)
-class ExtensionBuild:
-    cache_dir: Path  # the oneDNN extension is about to be compiled (first use, seconds) into here
-
-
-@dataclass(frozen=True)
-class Compiled:
-    seconds: float  # wall time of tracing + XLA compilation of the train step
-
-
-@dataclass(frozen=True)
-class StepEnd:
-    step: int  # completed updates
-    epoch: int  # 1-based epoch in progress
-    total_steps: int
-    loss: float  # mean training loss since the last StepEnd
-    accuracy: float
-    learning_rate: float
-    images_per_second: float
-
-
-@dataclass(frozen=True)
-class EpochEnd:
-    record: dict[str, Any]  # the metrics.jsonl record of this epoch
-
-
-@dataclass(frozen=True)
-class CheckpointSaved:
-    step: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class RunFinished:
-    summary: dict[str, Any]
-
-
-Event = ExtensionBuild | RunStarted | Compiled | StepEnd | EpochEnd | CheckpointSaved | RunFinished
-
-
-@dataclass
-class _Progress:
-    best_accuracy: float = -1.0
-    best_epoch: int = 0
-    epochs_without_gain: int = 0
-    history: list[dict] = field(default_factory=list)
+    sess: Session
+    program: Program
+    signals: StopSignals
+    emit: Callable[[Event], None]
 
 
 def _read_sums(state) -> tuple[float, float, float]:
@@ -116,21 +68,23 @@ def _check_finite(sess: Session, state) -> None:
         )
 
 
-def evaluate_state(sess: Session, state, *, use_ema: bool = False) -> tuple[float, float]:
+def evaluate_state(sess: Session, program: Program, state, *, use_ema: bool = False) -> tuple[float, float]:
     """Mean loss and accuracy of ``state`` on the session's eval split."""
     params = state.ema if use_ema else state.params
     totals = np.zeros(3)
     split = sess.data.eval
-    bs = sess.eval_batch_size
-    for start, stop in sess.batches(split.x.shape[0], bs):
-        x, y, mask = sess.eval_args(*sess.pad(split.x[start:stop], split.y[start:stop], bs))
-        totals += np.array(host(sess.eval_step(params, state.rest, x, y, mask)), dtype=np.float64)
+    bs = eval_batch_size(sess.recipe, split.x.shape[0], sess.placement.data_size)
+    for start, stop in batches(split.x.shape[0], bs):
+        batch = pad_batch(split.x[start:stop], split.y[start:stop], bs)
+        x, y, mask = (sess.placement.split_batch(a) for a in batch)  # split over the data axis on a mesh
+        totals += np.array(host(program.eval_step(params, state.rest, x, y, mask)), dtype=np.float64)
     return float(totals[0] / max(totals[2], 1)), float(totals[1] / max(totals[2], 1))
 
 
-def _epoch_record(sess, state, epoch, step, clock, epoch_seconds) -> dict[str, Any]:
+def _epoch_record(run: _Run, loop: LoopState, epoch: int, step: int, epoch_seconds: float) -> dict[str, Any]:
+    sess, state = run.sess, loop.state
     train_loss, train_acc, _ = _read_sums(state)
-    eval_loss, eval_acc = evaluate_state(sess, state)
+    eval_loss, eval_acc = evaluate_state(sess, run.program, state)
     record = {
         "epoch": epoch,
         "step": step,
@@ -140,15 +94,16 @@ def _epoch_record(sess, state, epoch, step, clock, epoch_seconds) -> dict[str, A
         "eval_accuracy": eval_acc,
         "learning_rate": float(sess.schedule(max(step - 1, 0))),
         "epoch_seconds": epoch_seconds,
-        "images_per_second": clock.images_per_second,
+        "images_per_second": loop.clock.images_per_second,
     }
     if sess.recipe.train.ema_decay is not None:
-        record["ema_eval_loss"], record["ema_eval_accuracy"] = evaluate_state(sess, state, use_ema=True)
+        record["ema_eval_loss"], record["ema_eval_accuracy"] = evaluate_state(sess, run.program, state, use_ema=True)
     return record
 
 
-def _save(sess: Session, state, epoch: int, index: int, metrics: dict, emit) -> None:
+def _save(run: _Run, state, epoch: int, index: int, metrics: dict) -> None:
     """Checkpoint ``state`` at data position (epoch, index): the next batch a resume trains on."""
+    sess = run.sess
     step = int(host(state.step))
     if not is_main_process():  # process 0 writes checkpoints (the state is replicated)
         return
@@ -157,94 +112,103 @@ def _save(sess: Session, state, epoch: int, index: int, metrics: dict, emit) -> 
     meta = {
         "epoch": epoch,
         "index": index,
-        "steps_per_epoch": sess.steps_per_epoch,
+        "steps_per_epoch": sess.steps.per_epoch,
         "metrics": metrics,
         "recipe_digest": sess.recipe.digest(),
         "ema": sess.recipe.train.ema_decay is not None,
         "versions": sess.env["versions"],
-        # The random streams are not stored: they derive from the seed and are stateless.
-        "rng": {"seed": sess.recipe.train.seed, "shuffle": "permutation(fold_in(fold_in(key(seed), 1), epoch))",
-                "augment": "fold_in(fold_in(key(seed), 2), step)", "dropout": "nnx.Rngs counters in state.rest"},
-    }  # fmt: skip
+        "rng": sess.streams.describe(),  # the random streams are not stored: they derive from the seed
+    }
     path = sess.checkpoints.save(step, state, meta)
-    emit(CheckpointSaved(step, path))
+    run.emit(CheckpointSaved(step, path))
 
 
-def _log(sess, state, epoch, step, clock, images, emit) -> None:
+def _interrupt(run: _Run) -> None:
+    """Wait for the checkpoint just saved, then raise `Interrupted` (exit 130 or 143)."""
+    store = run.sess.checkpoints
+    store.wait()
+    step = store.latest()
+    raise run.signals.interrupted(step, store.directory / str(step), run.sess.workdir)
+
+
+def _log(run: _Run, loop: LoopState, state, step: int, images: int) -> None:
+    sess = run.sess
     loss, acc, _ = _read_sums(state)  # blocks until the step is done
-    clock.stop(images)
+    loop.clock.stop(images)
     _check_finite(sess, state)
     sess.checkpoints.poll()  # a failed background save stops the run now, not at the next save
-    emit(StepEnd(step, epoch + 1, sess.total_steps, loss, acc, float(sess.schedule(step - 1)), clock.images_per_second))
-    clock.start()
+    lr = float(sess.schedule(step - 1))
+    run.emit(StepEnd(step, loop.epoch + 1, sess.steps.total, loss, acc, lr, loop.clock.images_per_second))
+    loop.clock.start()
 
 
-def _run_epoch(sess, state, epoch, start_index, clock, saves, emit):
-    """Train one epoch from ``start_index``; return the state and the next index.
+def _run_epoch(run: _Run, loop: LoopState) -> None:
+    """Train the epoch ``loop.epoch`` from ``loop.index``; leave the state and the next index in ``loop``.
 
     Stops early after a step when a signal asked to (the caller saves). Mid-epoch
-    checkpoints (``saves``) record the position, so a resume takes the same batches.
+    checkpoints (``loop.saves``) record the position, so a resume takes the same batches.
     """
-    perm = sess.permutation(epoch)
-    log_every = sess.recipe.train.log_every or max(1, sess.steps_per_epoch // 10)
-    step = int(host(state.step))
-    index, images = start_index, 0  # images: trained since the clock last stopped
+    sess, train_step, feed, clock = run.sess, run.program.train_step, run.sess.feed, loop.clock
+    spe, total, batch_size = sess.steps.per_epoch, sess.steps.total, sess.recipe.data.batch_size
+    perm = feed.permutation(loop.epoch)
+    log_every = sess.recipe.train.log_every or max(1, spe // 10)
+    state, index = loop.state, loop.index
+    step, images = int(host(state.step)), 0  # images: trained since the clock last stopped
     clock.start()
-    while index < sess.steps_per_epoch and step < sess.total_steps:
-        state = sess.train_step(state, sess.x_train, sess.y_train, perm, sess.index_arg(index), sess.augment_key)
-        index, step, images = index + 1, step + 1, images + sess.batch_size
-        last = index == sess.steps_per_epoch or step == sess.total_steps
+    while index < spe and step < total:
+        state = train_step(state, *feed.args(perm, index))
+        index, step, images = index + 1, step + 1, images + batch_size
+        last = index == spe or step == total
         if index % log_every == 0 or last:
-            _log(sess, state, epoch, step, clock, images, emit)
+            _log(run, loop, state, step, images)
             images = 0
-        if sess.should_stop() or last:
+        if run.signals.requested or last:
             break
-        if saves.due(step):  # not on the epoch's last step: the caller saves that one
+        if loop.saves.due(step):  # not on the epoch's last step: the caller saves that one
             jax.block_until_ready(state.step)  # the dispatched steps' compute belongs to training time
             clock.stop(images)
             images = 0
-            _save(sess, state, epoch, index, {}, emit)
-            saves.reset()
+            _save(run, state, loop.epoch, index, {})
+            loop.saves.reset()
             clock.start()
     jax.block_until_ready(state.step)
     clock.stop(images)
-    return state, index
+    loop.state, loop.index = state, index
 
 
-def _train_epoch(sess, state, epoch, index, clock, progress, saves, emit):
-    """One epoch from ``index``, then its end: eval, metrics and checkpoint when due.
+def _train_epoch(run: _Run, loop: LoopState) -> None:
+    """One epoch from ``loop.index``, then its end: eval, metrics and checkpoint when due.
 
     The epoch-end checkpoint comes with each evaluated epoch (``train.eval_every``, by
     default every epoch) and the last, or when a periodic one falls due on this step.
-
-    Returns:
-        (state, stop): ``stop`` when early stopping says so.
+    Sets ``loop.stopped_early`` when early stopping says so.
 
     Raises:
         Interrupted: a signal arrived; the checkpoint is saved first.
     """
-    if index == 0:
-        state = state.replace(sums=sess.zero_sums())
+    sess, epoch, cfg = run.sess, loop.epoch, run.sess.recipe.train
+    if loop.index == 0:
+        loop.state = loop.state.replace(sums=zero_sums())
     t_epoch = time.perf_counter()
-    state, index = _run_epoch(sess, state, epoch, index, clock, saves, emit)
-    step = int(host(state.step))
-    if index < sess.steps_per_epoch and step < sess.total_steps:  # a signal stopped it mid-epoch
-        _save(sess, state, epoch, index, {}, emit)
-        sess.raise_interrupted()
-    stale, evaluate = False, (epoch + 1) % sess.recipe.train.eval_every == 0 or step >= sess.total_steps
+    _run_epoch(run, loop)
+    step = int(host(loop.state.step))
+    if loop.index < sess.steps.per_epoch and step < sess.steps.total:  # a signal stopped it mid-epoch
+        _save(run, loop.state, epoch, loop.index, {})
+        _interrupt(run)
+    stale, evaluate = False, (epoch + 1) % cfg.eval_every == 0 or step >= sess.steps.total
     if evaluate:
-        record = _epoch_record(sess, state, epoch + 1, step, clock, time.perf_counter() - t_epoch)
-        progress.history.append(record)
+        record = _epoch_record(run, loop, epoch + 1, step, time.perf_counter() - t_epoch)
+        loop.progress.history.append(record)
         if is_main_process():
             rundir.append_metrics(sess.workdir, record)
-        emit(EpochEnd(record))
-        stale = _track_best(progress, record)
-    if evaluate or saves.due(step) or sess.should_stop():
-        _save(sess, state, epoch + 1, 0, {"eval_accuracy": record["eval_accuracy"]} if evaluate else {}, emit)
-        saves.reset()
-    if sess.should_stop():
-        sess.raise_interrupted()
-    return state, stale and _patience_over(sess, progress)
+        run.emit(EpochEnd(record))
+        stale = loop.progress.track(record)
+    if evaluate or loop.saves.due(step) or run.signals.requested:
+        _save(run, loop.state, epoch + 1, 0, {"eval_accuracy": record["eval_accuracy"]} if evaluate else {})
+        loop.saves.reset()
+    if run.signals.requested:
+        _interrupt(run)
+    loop.stopped_early = stale and loop.progress.patience_over(cfg.early_stopping)
 
 
 def fit(
@@ -265,7 +229,8 @@ def fit(
         recipe_text: the recipe file's text, saved as given.
         recipe_suffix: ``.toml`` or ``.yaml``, for the saved copy.
         on_event: receives `ExtensionBuild` (only before a first oneDNN build),
-            `RunStarted`, `Compiled`, `StepEnd`, `EpochEnd`, `CheckpointSaved`, `RunFinished`.
+            `RunStarted`, `Compiled`, `StepEnd`, `EpochEnd`, `CheckpointSaved`, `RunFinished`
+            (`cnncli.train.events`).
         allow_recipe_change: resume even if the recipe changed in a trajectory field.
         resume_from: ``latest`` or a step number: resume from that checkpoint, which
             must exist (newer ones are set aside). None: the newest, if any.
@@ -280,66 +245,67 @@ def fit(
     """
     emit = on_event or (lambda event: None)
     sess = build_session(recipe, Path(workdir), recipe_text=recipe_text, recipe_suffix=recipe_suffix,
-                         allow_recipe_change=allow_recipe_change, resume_from=resume_from, on_event=emit)  # fmt: skip
+                         resume_from=resume_from, on_event=emit)  # fmt: skip
     try:
-        summary = _fit(sess, emit)
+        with StopSignals() as signals:  # handlers restored on the way out, before the last save is awaited
+            summary = _fit(sess, signals, emit, resume_from, allow_recipe_change)
     except BaseException as err:
-        sess.close_after(err)
+        _close_after(sess, err)
         raise
-    sess.close()
+    sess.checkpoints.close()  # waits for the last save; raises its failure
     return summary
 
 
-def _fit(sess: Session, emit) -> dict[str, Any]:
-    state, epoch, index = sess.initial_state()
-    emit(sess.started_event(state, epoch))
-    if epoch < sess.epochs and int(host(state.step)) < sess.total_steps:  # else: already complete
-        t0 = time.perf_counter()
-        sess.compile(state)
-        emit(Compiled(time.perf_counter() - t0))
-    clock, progress = Clock(), _Progress(history=[r for r in rundir.read_metrics(sess.workdir) if "eval_accuracy" in r])
-    for record in progress.history:
-        _track_best(progress, record)
+def _close_after(sess: Session, error: BaseException) -> None:
+    """Close while ``error`` propagates: never mask it, never lose a save failure either.
+
+    A second Ctrl-C (`KeyboardInterrupt`) does not wait for a background save; the
+    uncommitted directory it leaves is ignored and reported by the next run.
+    """
+    if isinstance(error, KeyboardInterrupt):
+        sess.checkpoints.abandon()
+        return
+    try:
+        sess.checkpoints.close()
+    except CheckpointError as failure:
+        if failure is error:
+            return
+        if isinstance(error, CnnCliError):
+            error.message += f"\nalso: {failure.message}"
+        else:
+            error.add_note(f"also: {failure.message}")
+
+
+def _work_left(sess: Session, epoch: int, state) -> bool:
+    return epoch < sess.steps.epochs and int(host(state.step)) < sess.steps.total
+
+
+def _fit(sess: Session, signals: StopSignals, emit, resume_from, allow_recipe_change: bool) -> dict[str, Any]:
+    start = initial_state(sess, resume_from=resume_from, allow_recipe_change=allow_recipe_change)
+    emit(started_event(sess, start))
+    program = None  # a finished run compiles nothing
+    if _work_left(sess, start.epoch, start.state):
+        program = compile_program(sess, start.state, start.shardings)
+        emit(Compiled(program.compile_seconds))
     cfg = sess.recipe.train
     saves = SaveTimer(cfg.checkpoint_every_steps, cfg.checkpoint_every_minutes and cfg.checkpoint_every_minutes * 60)
-    stopped_early = False
-    while epoch < sess.epochs and int(host(state.step)) < sess.total_steps and not stopped_early:
-        state, stopped_early = _train_epoch(sess, state, epoch, index, clock, progress, saves, emit)
-        epoch, index = epoch + 1, 0
+    loop = LoopState(start.state, start.epoch, start.index, Progress.replay(rundir.read_metrics(sess.workdir)), saves)
+    run = _Run(sess, program, signals, emit)
+    while _work_left(sess, loop.epoch, loop.state) and not loop.stopped_early:
+        _train_epoch(run, loop)
+        loop.epoch, loop.index = loop.epoch + 1, 0
     sess.checkpoints.wait()
-    summary = _summary(sess, state, progress, clock, stopped_early)
+    summary = _summary(sess, start, loop, program.compile_seconds if program else 0.0)
     if is_main_process():
         rundir.write_json(sess.workdir / rundir.SUMMARY, summary)
-        rundir.plot_curves(sess.workdir, progress.history)
+        rundir.plot_curves(sess.workdir, loop.progress.history)
     emit(RunFinished(summary))
     return summary
 
 
-def _track_best(progress: _Progress, record: dict) -> bool:
-    """Update the best-so-far; True when this epoch did not improve.
-
-    A tie moves ``best_epoch`` to the later epoch, as ``--checkpoint best`` does (the
-    newest of equally accurate checkpoints), but does not count as an improvement for
-    early stopping.
-    """
-    acc = record["eval_accuracy"]
-    if acc >= progress.best_accuracy:
-        improved = acc > progress.best_accuracy
-        progress.best_accuracy, progress.best_epoch = acc, record["epoch"]
-        if improved:
-            progress.epochs_without_gain = 0
-            return False
-    progress.epochs_without_gain += 1
-    return True
-
-
-def _patience_over(sess: Session, progress: _Progress) -> bool:
-    patience = sess.recipe.train.early_stopping
-    return patience is not None and progress.epochs_without_gain >= patience
-
-
-def _summary(sess: Session, state, progress: _Progress, clock: Clock, stopped_early: bool) -> dict[str, Any]:
-    last = progress.history[-1] if progress.history else {}
+def _summary(sess: Session, start: Start, loop: LoopState, compile_seconds: float) -> dict[str, Any]:
+    last = loop.progress.history[-1] if loop.progress.history else {}
+    progress, clock = loop.progress, loop.clock
     summary = {
         "eval_accuracy": last.get("eval_accuracy"),
         "eval_loss": last.get("eval_loss"),
@@ -348,39 +314,20 @@ def _summary(sess: Session, state, progress: _Progress, clock: Clock, stopped_ea
         "best_eval_accuracy": progress.best_accuracy if progress.history else None,
         "best_epoch": progress.best_epoch or None,
         "epochs": last.get("epoch", 0),
-        "steps": int(host(state.step)),
+        "steps": int(host(loop.state.step)),
         "train_seconds": clock.seconds,
-        "compile_seconds": sess.compile_seconds,
+        "compile_seconds": compile_seconds,
         "images_per_second": clock.images_per_second if clock.images else None,  # None: no step ran here
-        "stopped_early": stopped_early,
-        "num_params": sess.num_params,
+        "stopped_early": loop.stopped_early,
+        "num_params": sess.blueprint.parts.num_params,
         "conv_backend": sess.conv_backend,
         "devices": len(sess.devices),
         "processes": jax.process_count(),
         "mesh": sess.placement.describe()["axes"],
         "workdir": str(sess.workdir),
-        "resumed_from": sess.resumed_from(),
-        "warnings": list(sess.warnings),
+        "resumed_from": start.resumed._asdict() if start.resumed else None,
+        "warnings": list(sess.warnings + start.warnings),
     }
     if "ema_eval_accuracy" in last:
         summary["ema_eval_accuracy"] = last["ema_eval_accuracy"]
     return summary
-
-
-def steps_for(recipe: Recipe, num_train: int) -> tuple[int, int, int]:
-    """(steps_per_epoch, total_steps, epochs) for a recipe and training-set size."""
-    bs = recipe.data.batch_size
-    if bs > num_train:
-        raise DataError(
-            f"data.batch_size = {bs} is larger than the training split ({num_train} examples)",
-            hint=f"use --set data.batch_size={max(1, 2 ** int(math.log2(num_train)))} or smaller",
-        )
-    spe = num_train // bs  # drop the last partial batch: every step has the same shape
-    if recipe.train.steps is not None:
-        total = recipe.train.steps
-        return spe, total, math.ceil(total / spe)
-    return spe, spe * recipe.train.epochs, recipe.train.epochs
-
-
-__all__ = ["fit", "steps_for", "evaluate_state", "ExtensionBuild", "RunStarted", "Compiled", "StepEnd", "EpochEnd",
-           "CheckpointSaved", "RunFinished", "jnp"]  # fmt: skip

@@ -2,10 +2,10 @@
 
 Two entry points:
 
-- `synthetic_step`: cnncli's real train step (`cnncli.train.step.make_train_step`, the
-  on-device training set, donated state, compiled ahead of time as
-  `cnncli.train.session.Session.compile` does) on random data, for a zoo name or layer
-  tokens. The benchmarks (``benchmarks/vs_pytorch.py``, ``benchmarks/regression.py``)
+- `synthetic_step`: cnncli's real train step on random data, for a zoo name or layer
+  tokens: the model split and the step compiled by the same functions training uses
+  (`cnncli.train.program.split_model` and `build_program`: the on-device training set,
+  donated state, compiled ahead of time). The benchmarks (``benchmarks/vs_pytorch.py``, ``benchmarks/regression.py``)
   and `profile_steps` use it.
 - `profile_steps`: runs N compiled steps under ``jax.profiler.trace`` into a
   directory (the ``*.xplane.pb`` TensorBoard/XProf read, plus a Perfetto
@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cnncli.config.specs import model_specs
 
 # Event names (substrings) that are host-side bookkeeping or waiting, not computation.
 _HOST_NOISE = ("PjitFunction", "PyArray", "ExecuteHelper", "pjit", "jit(", "ThunkExecutor", "ParseArguments",
@@ -70,15 +72,6 @@ class Bench:
         return time.perf_counter() - t0
 
 
-def model_specs(model: str, num_classes: int):
-    """A zoo name or layer tokens -> `LayerSpec` tuple."""
-    from cnncli.arith import layers, zoo
-
-    if model in zoo.names():
-        return tuple(zoo.build(model, num_classes))
-    return tuple(layers.parse_layers(model))
-
-
 def synthetic_step(
     model: str,
     input_shape: tuple[int, ...],
@@ -95,17 +88,17 @@ def synthetic_step(
 ) -> Bench:
     """cnncli's train step for ``model`` with SGD+momentum on a random on-device training set.
 
-    Built as `cnncli.train.session.Session.setup_model` builds it (except that parameters
-    are initialized eagerly from rbg keys): split into (trainable, rest), `make_train_step` with a
-    `StepConfig`, uint8 images normalized on the device, state donated, compiled
-    ahead of time (``lower(...).compile()``).
+    Built as training builds it (`cnncli.train.program.split_model` and `build_program`),
+    except that parameters are initialized eagerly from rbg keys: split into (trainable,
+    rest), a `StepConfig` from `cnncli.models.apply.make_step_config`, uint8 images
+    normalized on the device, state donated, compiled ahead of time.
 
     Args:
         model: a zoo name (``resnet20``) or layer tokens.
         input_shape: per-example shape, channels last.
         batch_size: examples per step.
         num_classes: logits width.
-        precision: ``fp32`` or ``bf16`` (`cnncli.models.apply.StepConfig.compute_dtype`).
+        precision: ``fp32`` or ``bf16`` (`cnncli.models.apply.compute_dtype`).
         learning_rate, momentum: ``optax.sgd``.
         num_train: size of the random training set (default 4 batches).
         seed: parameter and data seed.
@@ -114,48 +107,41 @@ def synthetic_step(
         conv_backend: ``xla`` or ``onednn`` (`cnncli.models.apply.StepConfig.conv_backend`).
     """
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import optax
-    from flax import nnx
 
     from cnncli.arith import geometry
     from cnncli.models import build_model
-    from cnncli.models.apply import StepConfig, trainable_filter
+    from cnncli.models.apply import make_step_config
     from cnncli.runtime.jaxsetup import configure
-    from cnncli.train.step import fresh_state, make_train_step
+    from cnncli.train.program import Blueprint, build_program, split_model
+    from cnncli.train.step import fresh_state
+    from cnncli.train.streams import SeedStreams
 
     configure()
     specs = model_specs(model, num_classes)
     flops = geometry.analyze(specs, input_shape, num_classes=num_classes).total.flops
+    streams = SeedStreams(seed)
     # Eager init from rbg keys: one small program per distinct parameter shape, each
     # quick to compile with rbg (threefry's are slow), where one nnx.jit program for
     # the whole model compiles in time growing with depth (ResNet-110: 2.5 vs 9.9 s;
     # BENCHMARKS.md, "Compile time"). The initial values differ, the step's speed not.
-    net = build_model(specs, input_shape, num_classes,
-                      rngs=nnx.Rngs(params=jax.random.key(seed, impl="rbg"), dropout=seed + 1))  # fmt: skip
-    filters = (trainable_filter([]), ...)
-    net.train()
-    graphdef, params, rest = nnx.split(net, *filters)
+    parts = split_model(build_model(specs, input_shape, num_classes, rngs=streams.init_rngs()))
     tx = optax.sgd(learning_rate, momentum=momentum)
     channels = input_shape[-1]
-    cfg = StepConfig(
-        num_classes=num_classes, mean=(127.5,) * channels, std=(64.0,) * channels, batch_size=batch_size,
-        compute_dtype=jnp.bfloat16 if precision == "bf16" else jnp.float32, conv_backend=conv_backend,
-    )  # fmt: skip
-    step = make_train_step(graphdef, filters, tx, cfg, compiler_options=compiler_options)
+    synthetic = {"mean": [127.5] * channels, "std": [64.0] * channels}  # uint8 pixels, roughly standardized
+    cfg = make_step_config(synthetic, num_classes=num_classes, batch_size=batch_size, precision=precision,
+                           conv_backend=conv_backend)  # fmt: skip
     n = num_train or 4 * batch_size
     rng = np.random.default_rng(seed)
     x_all = jax.device_put(rng.integers(0, 256, (n, *input_shape), dtype=np.uint8))
     y_all = jax.device_put(rng.integers(0, num_classes, (n,), dtype=np.int32))
     perm = jax.device_put(rng.permutation(n).astype(np.int32))
-    key = jax.random.key(seed)
-    state = fresh_state(params, rest, tx)
-    args = (x_all, y_all, perm, np.int32(0), key)
-    t0 = time.perf_counter()
-    compiled = step.lower(state, *args).compile()
-    seconds = time.perf_counter() - t0
-    return Bench(compiled, state, args, seconds, batch_size, flops, specs, graphdef, filters)
+    state = fresh_state(parts.params, parts.rest, tx)
+    args = (x_all, y_all, perm, np.int32(0), streams.augment)
+    program = build_program(Blueprint(parts, tx, cfg), state, args, compiler_options=compiler_options)
+    return Bench(program.train_step, state, args, program.compile_seconds, batch_size, flops, specs,
+                 program.graphdef, program.split_filters)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- profiling
@@ -194,7 +180,7 @@ def profile_steps(step: Callable, state: Any, args: tuple, n_steps: int, out_dir
 
     Args:
         step: the compiled step ``(state, x_all, y_all, perm, index, key) -> state``
-            (e.g. ``Session.train_step`` after ``Session.compile``). It must be compiled
+            (e.g. a `cnncli.train.program.Program`'s ``train_step``). It must be compiled
             already: the trace should hold steps, not compilation.
         state: the `TrainState` to start from; it is donated (do not reuse it).
         args: ``(x_all, y_all, perm, index, key)``; ``index`` advances per step.
@@ -323,23 +309,19 @@ def profile_recipe(recipe, workdir: str | Path, n_steps: int = 10) -> ProfileRep
         The `ProfileReport` (``format_top_ops(report)`` is the table to print);
         ``report.compile_seconds`` holds the step's compile time.
     """
-    import numpy as np
-
-    from cnncli.train.session import build_session
+    from cnncli.train.resume import fresh_state
+    from cnncli.train.session import build_session, compile_program
 
     workdir = Path(workdir)
     sess = build_session(recipe, workdir)
     try:
-        state = sess.fresh_state()
-        if hasattr(sess, "place"):  # on a mesh: lay the state out as the training loop does
-            state = sess.place(state)
-        sess.compile(state)
-        index_arg = getattr(sess, "index_arg", np.int32)
-        args = (sess.x_train, sess.y_train, sess.permutation(0), index_arg(0), sess.augment_key)
-        report = profile_steps(sess.train_step, state, args, n_steps, workdir / "profile",
-                               index_of=lambda i: index_arg(i % sess.steps_per_epoch))  # fmt: skip
-        report.compile_seconds = sess.compile_seconds
-        report.images_per_second = sess.batch_size * n_steps / report.wall_seconds
+        state, shardings = sess.placement.place_state(fresh_state(sess))  # on a mesh: laid out as the loop does
+        program = compile_program(sess, state, shardings)
+        feed, spe = sess.feed, sess.steps.per_epoch
+        report = profile_steps(program.train_step, state, feed.args(feed.permutation(0), 0), n_steps,
+                               workdir / "profile", index_of=lambda i: feed.index(i % spe))  # fmt: skip
+        report.compile_seconds = program.compile_seconds
+        report.images_per_second = recipe.data.batch_size * n_steps / report.wall_seconds
     finally:
-        sess.close()
+        sess.checkpoints.close()
     return report

@@ -19,7 +19,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from cnncli.data.augment.core import (
+from cnncli.data.augment.primitives import (
     Context,
     Op,
     each,

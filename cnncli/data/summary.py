@@ -1,0 +1,73 @@
+"""What ``cnncli data info`` reports about a source: split sizes, classes, shape, statistics, samples.
+
+Plain data, computed here; `cnncli.report.data` prints it and draws the grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from cnncli.data.base import Split, channel_stats
+from cnncli.data.sources import load_split, split_sizes
+
+
+@dataclass
+class SplitSummary:
+    """One split of a source, described (fields in the order ``data info --json`` prints them)."""
+
+    source: str
+    split: str
+    split_sizes: dict[str, int]  # examples per split; the split read counts what it holds
+    classes: list[str]
+    class_counts: list[int]  # examples of each class in ``split``
+    image_shape: list[int]
+    dtype: str
+    value_range: list[float]  # raw pixel range
+    mean: list[float]  # per channel, raw pixel units
+    std: list[float]
+
+    def to_dict(self) -> dict:
+        """The summary as plain JSON-ready data."""
+        return asdict(self)
+
+
+def summarize_split(cfg, split: str) -> tuple[SplitSummary, Split]:
+    """Describe one split of a recipe's ``[data]`` source, and return the split read.
+
+    Args:
+        cfg: a `cnncli.config.recipe.DataConfig`.
+        split: the split to read, e.g. ``train`` or ``test[:10%]``.
+
+    Returns:
+        (the summary, the loaded split) — the split for `class_rows`.
+
+    Raises:
+        DataError: as `cnncli.data.sources.load_split`.
+    """
+    sizes = split_sizes(cfg.source, cfg)
+    data, names, value_range = load_split(cfg.source, split, cfg)
+    mean, std = channel_stats(data.x)
+    counts = [int((data.y == c).sum()) for c in range(len(names))]
+    if split in sizes:  # the split read here: what it holds, unreadable files skipped (sizes counts files)
+        sizes[split] = int(len(data.y))
+    summary = SplitSummary(cfg.source, split, sizes, names, counts, list(data.x.shape[1:]), str(data.x.dtype),
+                           list(value_range), mean, std)  # fmt: skip
+    return summary, data
+
+
+def class_rows(data: Split, names: list[str], value_range, per_class: int) -> tuple[np.ndarray, list[str]]:
+    """One grid row per class: its first ``per_class`` images (unit scale), blank tiles after.
+
+    Returns:
+        (images ``(classes * per_class, H, W, C)``, labels: the class name on each row's first tile).
+    """
+    lo, hi = value_range
+    images = np.ones((len(names) * per_class, *data.x.shape[1:]), np.float32)  # white: no example
+    labels = [""] * len(images)
+    for c, name in enumerate(names):
+        chosen = np.flatnonzero(data.y == c)[:per_class]
+        images[c * per_class : c * per_class + len(chosen)] = (data.x[chosen].astype(np.float32) - lo) / max(hi - lo, 1e-12)
+        labels[c * per_class] = f"{c}: {name}"
+    return images, labels
