@@ -19,16 +19,17 @@ are conv-arith's only printers, one per form: results (or one JSON object with
 
 from __future__ import annotations
 
-from typing import Any
-
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from cnncli.arith.draw import Drawing
 from cnncli.arith.explain import no_solution_note, same_stride_note
 from cnncli.arith.formulas import Solution
 from cnncli.arith.geometry import Analysis, LayerInfo
 from cnncli.arith.layers import format_padding
-from cnncli.report.console import print_json, stdout_console, warn
+from cnncli.report.console import print_json, print_lines, stdout_console, warn
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _SUFFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
 
@@ -102,6 +103,8 @@ def layer_table(analysis: Analysis, *, title: str | None = None) -> Table:
     if any(row.kind == "tconv" for row in analysis.layers):
         caption += " tconv p: the padding of the conv being transposed (PyTorch), op: output padding."
     heading = f"{title}, input {shape_text(analysis.input)}" if title else f"input {shape_text(analysis.input)}"
+    from rich.table import Table  # 20 ms: only the forms that print a table pay for it
+
     table = Table(title=heading, caption=caption, show_footer=True, caption_justify="left")
     columns = [
         ("layer", "total", "left"),
@@ -187,14 +190,14 @@ def print_quick(result: dict[str, Any], *, as_json: bool = False) -> None:
     if as_json:
         print_json(result)
         return
-    console = stdout_console()
-    for line in [str(result["output"]), result["formula"], *result["notes"], *result.get("convention_notes", [])]:
-        console.print(line, markup=False, highlight=False)
+    print_lines([str(result["output"]), result["formula"], *result["notes"], *result.get("convention_notes", [])])
 
 
 def solve_table(i: int, o: int, found: list[Solution], transpose: bool, limit: int = 20) -> Table:
     """A rich table of `cnncli.arith.formulas.solve` results, the first ``limit`` rows."""
     kind = "transposed convs" if transpose else "convs"
+    from rich.table import Table
+
     table = Table(title=f"{kind} mapping {i} to {o}, simplest first", caption_justify="left")
     for col in ("k", "s", "p", "d") + (("op",) if transpose else ()) + ("token keys", "note"):
         table.add_column(col, justify="right" if len(col) <= 2 else "left")
