@@ -130,7 +130,7 @@ def test_preview_without_augment_shows_the_raw_first_batch(tmp_path):
     import jax
 
     from cnncli.config.recipe import load_recipe
-    from cnncli.data.augment.preview import augmented_batch
+    from cnncli.train.preview import augmented_batch
     from cnncli.data.sources import load_dataset
 
     recipe = load_recipe(write_recipe(tmp_path))
@@ -143,7 +143,7 @@ def test_preview_without_augment_shows_the_raw_first_batch(tmp_path):
 
 
 def test_target_labels_name_one_class_or_the_two_largest_parts():
-    from cnncli.data.augment.preview import target_label
+    from cnncli.report.data import target_label
 
     names = ["cat", "dog", "owl"]
     assert target_label(np.array([0.0, 1.0, 0.0]), names) == "dog"

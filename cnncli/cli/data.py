@@ -167,7 +167,7 @@ def preview(
     import os
 
     from cnncli.config.recipe import load_recipe
-    from cnncli.data.augment.preview import augmented_batch, target_label
+    from cnncli.train.preview import augmented_batch
     from cnncli.data.sources import load_dataset
     from cnncli.report import data as report_data
 
@@ -176,7 +176,7 @@ def preview(
     images, targets = augmented_batch(loaded, data, count)
     if images.ndim != 4:
         raise UsageError(f"preview draws 2-D images; this data has examples of shape {data.input_shape}")
-    labels = [target_label(row, data.class_names) for row in targets]
+    labels = [report_data.target_label(row, data.class_names) for row in targets]
     path = report_data.save_grid(images, labels, 8, out or Path(f"{recipe.stem}-preview.png"))
     json_mode = _json_mode(json_out)
     if not json_mode and "NO_COLOR" not in os.environ:

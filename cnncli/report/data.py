@@ -132,3 +132,17 @@ def print_written(what: str, path: Path, json_mode: bool, extra: dict | None = N
         report.print_json({what: str(path), **(extra or {})})
     else:
         report.stdout_console().print(f"{what}: {path}")
+
+
+def target_label(weights: np.ndarray, names: list[str]) -> str:
+    """``cat``, or ``cat 62% + dog 38%`` for a mixed target row.
+
+    Args:
+        weights: one target row ``(K,)``: one-hot, or mixed by mixup/cutmix.
+        names: the class names (a class past the end is shown by its index).
+    """
+    order = weights.argsort()[::-1]
+    if weights[order[0]] >= 0.995:
+        return names[order[0]] if order[0] < len(names) else str(order[0])
+    parts = [f"{names[i] if i < len(names) else i} {weights[i]:.0%}" for i in order[:2] if weights[i] > 0.005]
+    return " + ".join(parts)

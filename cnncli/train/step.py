@@ -31,6 +31,7 @@ import optax
 from flax import nnx, struct
 
 from cnncli.models.apply import StepConfig, apply_model, preprocess, xla_options
+from cnncli.train.streams import step_key
 
 
 @struct.dataclass
@@ -119,7 +120,7 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, 
         x = preprocess(x, cfg)
         targets = jax.nn.one_hot(labels, cfg.num_classes)
         if augment is not None:
-            x, targets = augment(jax.random.fold_in(key, state.step), x, targets)
+            x, targets = augment(step_key(key, state.step), x, targets)
         if cfg.label_smoothing:
             targets = optax.smooth_labels(targets, cfg.label_smoothing)
         (loss, (logits, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.rest, x, targets)

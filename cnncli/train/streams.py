@@ -27,6 +27,16 @@ from cnncli.runtime import distributed
 _SHUFFLE, _AUGMENT = 1, 2  # fold_in tags of the streams under key(seed)
 
 
+def epoch_permutation(shuffle_key: jax.Array, epoch: int, n: int) -> jax.Array:
+    """The training-set order of epoch ``epoch`` (int32): a function of (seed, epoch) only."""
+    return jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n).astype(jnp.int32)
+
+
+def step_key(augment_key: jax.Array, step) -> jax.Array:
+    """The augmentation key of optimizer step ``step`` (the train step derives it inside its trace)."""
+    return jax.random.fold_in(augment_key, step)
+
+
 @dataclass(frozen=True)
 class SeedStreams:
     """The random streams of a run, all from one seed (see the module docstring)."""
@@ -80,7 +90,7 @@ class Feed:
 def make_feed(data: Dataset, streams: SeedStreams, placement: distributed.Placement) -> Feed:
     """Put the training split on the device(s) and the permutation function beside it."""
     n = data.train.x.shape[0]
-    perm = lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32)  # noqa: E731
+    perm = lambda key, epoch: epoch_permutation(key, epoch, n)  # noqa: E731
     permute = jax.jit(perm, out_shardings=distributed.replicated(placement.mesh)) if placement.multi else jax.jit(perm)
     return Feed(x=placement.replicate(data.train.x), y=placement.replicate(data.train.y), shuffle_key=streams.shuffle,
                 augment_key=placement.replicate(streams.augment), placement=placement, permute=permute)  # fmt: skip
