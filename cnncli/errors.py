@@ -61,6 +61,14 @@ class TrainingError(CnnCliError):
     """Training stopped for a reason the user must see (non-finite loss, ...)."""
 
 
+class ExportError(CnnCliError):
+    """A model that cannot be exported in the asked format (layers it cannot express, a missing converter)."""
+
+
+class ExportMismatchError(ExportError):
+    """An exported model whose outputs differ from cnncli's own beyond the tolerance (nothing is written)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """The closest valid choice to ``word``, or None when nothing is close.
 

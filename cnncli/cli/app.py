@@ -17,7 +17,9 @@ from cnncli import __version__
 from cnncli.cli.arith import conv_arith
 from cnncli.cli.data import data_app
 from cnncli.cli.eval import eval_run, predict
+from cnncli.cli.export import export
 from cnncli.cli.filters import inspect_filters
+from cnncli.cli.runs import runs_app
 from cnncli.cli.train import train
 from cnncli.errors import CnnCliError, UsageError
 
@@ -31,6 +33,7 @@ app = typer.Typer(
         "  cnncli conv-arith 224x224x3 --arch resnet50\n\n"
         "  cnncli train recipes/quickstart.toml\n\n"
         "  cnncli eval runs/quickstart\n\n"
+        "  cnncli runs\n\n"
         "  cnncli inspect-filters runs/quickstart"
     ),
     no_args_is_help=True,
@@ -70,7 +73,9 @@ app.command("train", no_args_is_help=True)(train)
 app.command("eval", no_args_is_help=True)(eval_run)
 app.command("predict", no_args_is_help=True)(predict)
 app.command("inspect-filters", no_args_is_help=True)(inspect_filters)
+app.command("export", no_args_is_help=True)(export)
 app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
 
 
 _FLAG_ALIASES = {"lr": "learning_rate"}

@@ -34,6 +34,15 @@ JsonOpt = Annotated[
     bool,
     typer.Option("--json", help="One JSON object per epoch and a final summary on stdout (default when piped)."),
 ]
+SweepOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sweep", metavar="KEY=V1,V2,...",
+        help="Train a grid: one run per combination of the values of every --sweep (repeatable), each a --set "
+        "for that run, into WORKDIR/KEY=VALUE,... (WORKDIR default: runs/STEM-sweep, STEM the recipe's file name). "
+        "Run again to skip finished runs and resume the others. With --json: one summary line per run.",
+    ),
+]  # fmt: skip
 
 
 CoordinatorOpt = Annotated[
@@ -61,6 +70,7 @@ def train(
         bool, typer.Option("--allow-recipe-change", help="Resume even if the recipe changed in a field that alters training.")
     ] = False,
     resume_from: ResumeOpt = None,
+    sweep: SweepOpt = None,
     profile: Annotated[
         int | None,
         typer.Option("--profile", metavar="N", help="Trace N train steps into WORKDIR/profile (JAX profiler; "
@@ -93,6 +103,8 @@ def train(
 
       cnncli train recipes/quickstart.toml --workdir runs/quickstart --resume-from 440
 
+      cnncli train recipes/quickstart.toml --sweep optimizer.learning_rate=1e-3,3e-3 --sweep train.seed=0,1
+
     **Scaling out**: every device JAX sees is used (the batch is split over them); on
     several hosts, start one process per host with --coordinator, --num-processes and
     --process-id (or let SLURM / Cloud TPU / Kubernetes environment variables say so).
@@ -107,11 +119,24 @@ def train(
     committed one (by step number) and says so; the resumed run is bit-identical to an
     uninterrupted one. Ctrl-C or SIGTERM saves a checkpoint after the current step and
     exits 130/143; a second Ctrl-C aborts at once.
+
+    **Sweeps**: every value of every --sweep is checked against the recipe schema before
+    anything trains (exit 2 for a malformed --sweep, 1 for a refused value). --workdir
+    names the sweep folder; --resume-from, --profile and several processes do not go
+    with --sweep (each run resumes from its own newest checkpoint). A run that fails does
+    not stop the others; the command ends with `cnncli runs` of the sweep folder, and
+    exits 1 if a run failed. --dry-run lists the runs and what each would do.
     """
     from cnncli.config.recipe import read_recipe
     from cnncli.report import console as report
     from cnncli.runs import layout as rundir
 
+    if sweep:
+        several = (coordinator, num_processes, process_id) != (None, None, None)
+        refused = {"--resume-from": resume_from is not None, "--profile": profile is not None,
+                   "--coordinator/--num-processes/--process-id": several}  # fmt: skip
+        return _sweep(recipe, list(set_ or []), list(sweep), workdir, dry_run=dry_run, refused=refused,
+                      json_mode=json_out or not report.is_interactive(), allow_recipe_change=allow_recipe_change)
     loaded = read_recipe(recipe, list(set_ or []))  # the file is read once: its text is saved with the run
     if dry_run:
         from cnncli.report.plan import print_plan
@@ -140,6 +165,36 @@ def train(
         _abort(target)
     finally:
         reporter.close()
+
+
+def _sweep(recipe: Path, sets: list[str], sweeps: list[str], workdir: Path | None, *, dry_run: bool,
+           refused: dict[str, bool], json_mode: bool, allow_recipe_change: bool) -> None:
+    """``--sweep``: validate the whole grid, train each point not finished, end with the sweep's runs table."""
+    from cnncli.errors import CnnCliError
+    from cnncli.report.runs import SweepReporter, print_runs, print_sweep_plan
+    from cnncli.runs.catalog import catalogue
+    from cnncli.train.sweep import default_folder, plan_sweep, run_sweep, status_of
+
+    if flag := next((flag for flag, given in refused.items() if given), None):
+        raise UsageError(f"--sweep does not go with {flag}", hint="a sweep resumes each of its runs from the "
+                         "run's newest checkpoint; train one point with --workdir SWEEP/NAME for the rest")  # fmt: skip
+    plan = plan_sweep(recipe, sets, sweeps, workdir or default_folder(recipe))
+    if dry_run:
+        rows = [(p.name, str(plan.workdir(p)), status_of(plan.workdir(p))) for p in plan.points]
+        return print_sweep_plan(rows, json_out=json_mode)
+    reporter = SweepReporter(_reporter(json_mode), json_mode=json_mode)
+    try:
+        outcomes = run_sweep(plan, on_event=reporter, allow_recipe_change=allow_recipe_change)
+    except KeyboardInterrupt:
+        reporter.close()
+        _abort(plan.folder, "run the same command again: finished runs are skipped, the others resume")
+    finally:
+        reporter.close()
+    if not json_mode:
+        print_runs(catalogue(plan.folder), root=str(plan.folder), json_out=False)
+    if failed := [o.point.name for o in outcomes if o.action == "failed"]:
+        raise CnnCliError(f"{len(failed)} of {len(outcomes)} runs of the sweep failed: {', '.join(failed)}",
+                          hint="their errors are above; run the same command again to retry them")  # fmt: skip
 
 
 def _profile(recipe, workdir: Path, steps: int) -> None:
@@ -188,7 +243,7 @@ def _resume_arg(text: str | None, workdir: Path | None) -> str | int | None:
     raise UsageError(f"--resume-from {text!r}: expected latest or a step number", hint="e.g. --resume-from 440")
 
 
-def _abort(workdir: Path) -> None:
+def _abort(workdir: Path, again: str | None = None) -> None:
     """Exit 130 at once: `sys.exit` would first wait for a background save's threads."""
     import os
     import sys
@@ -196,9 +251,10 @@ def _abort(workdir: Path) -> None:
     from cnncli.errors import CnnCliError
     from cnncli.report.console import print_error
 
+    again = again or f"resume with: cnncli train RECIPE --workdir {workdir}"
     print_error(CnnCliError(
         "interrupted twice: aborted without waiting for the checkpoint being written",
-        hint=f"the last committed checkpoint is kept; resume with: cnncli train RECIPE --workdir {workdir}",
+        hint=f"the last committed checkpoint is kept; {again}",
     ))  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()

@@ -159,6 +159,10 @@ class TrainConfig(_Strict):
     freeze: list[str] = Field(default_factory=list, description="Globs of layer names not to train.")
     log_every: int = Field(0, ge=0, description="Steps between progress updates (0: auto).")
     eval_every: int = Field(1, ge=1, description="Evaluate every N epochs.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files into the run directory's tb/.")
+    tb_images: bool = Field(
+        False, description="Also log first-layer filters and the eval confusion matrix as TensorBoard images."
+    )
     keep: int = Field(2, ge=1, description="Keep the last N checkpoints (plus the best).")
     checkpoint_every_steps: int | None = Field(None, ge=1, description="Also checkpoint every N steps (mid-epoch).")
     checkpoint_every_minutes: float | None = Field(

@@ -6,10 +6,11 @@ field-by-field diff (`trajectory_changes`, unless ``--allow-recipe-change``), an
 same digest when, and only when, they lie on the same trajectory.
 
 The rest of ``[train]`` changes how a run is carried out or kept, never the sequence
-of states: ``log_every``, ``eval_every``, ``early_stopping`` (where a run stops, not
-its steps), ``keep``, ``checkpoint_every_steps``/``_minutes``, ``fsync``, and
-``conv_backend`` and ``mesh`` (the same steps on other kernels or devices: float
-rounding may differ, as between machines, which a resume does not promise either).
+of states: ``log_every``, ``eval_every``, ``tensorboard``, ``tb_images``,
+``early_stopping`` (where a run stops, not its steps), ``keep``,
+``checkpoint_every_steps``/``_minutes``, ``fsync``, and ``conv_backend`` and ``mesh``
+(the same steps on other kernels or devices: float rounding may differ, as between
+machines, which a resume does not promise either).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def _each_tile(grid, one_d, two_d) -> list[np.ndarray]:
 
 
 def filter_tiles(grid, *, min_tile: int = 48) -> list[np.ndarray]:
-    """uint8 tiles of a `cnncli.inspect.filters.FilterGrid`, filters major, channels minor."""
+    """uint8 tiles of a `cnncli.pictures.kernels.FilterGrid`, filters major, channels minor."""
     return _each_tile(
         grid,
         lambda k: line_tile(k, (int(min_tile * 1.5), min_tile)),

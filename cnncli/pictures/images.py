@@ -5,7 +5,7 @@
 foreground colours the top pixel, the background the bottom one), two pixels per
 character cell; `cnncli.report.eval` prints it only when stdout is a terminal.
 
-Conventions: filter tiles are mid-gray at a zero weight (`cnncli.inspect.filters.FilterGrid`);
+Conventions: filter tiles are mid-gray at a zero weight (`cnncli.pictures.kernels.FilterGrid`);
 raw inputs are scaled by the run's raw value range (``data.json``), so the digits'
 0..16 fill black to white; pixels outside the input (a receptive field reaching into
 the padding) are drawn in `OUTSIDE`. 1-D kernels and signals are drawn as line plots.

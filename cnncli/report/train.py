@@ -29,6 +29,7 @@ from cnncli.train.events import (
     ExtensionBuild,
     RunFinished,
     RunStarted,
+    RunWarning,
     StepEnd,
 )
 
@@ -46,6 +47,8 @@ class JsonReporter:
                 warn(message)
         elif isinstance(event, EpochEnd):
             print_json({"event": "epoch", **event.record})
+        elif isinstance(event, RunWarning):
+            warn(event.message)
         elif isinstance(event, RunFinished):
             print_json({"event": "summary", **event.summary})
 
@@ -122,6 +125,8 @@ class RichReporter:
             )
         elif isinstance(event, CheckpointSaved):
             pass
+        elif isinstance(event, RunWarning):
+            self.err.print(f"[yellow]warning:[/] {escape(event.message)}", highlight=False, soft_wrap=True)
         elif isinstance(event, RunFinished):
             self.close()
             self.out.print(summary_table(event.summary))

@@ -12,6 +12,9 @@
       curves.png           loss and accuracy per epoch
       init.npz             the step-0 parameters (for inspect-filters --compare-init)
       checkpoints/<step>/  orbax checkpoints (see cnncli.runs.checkpoint)
+      tb/                  TensorBoard event files (see cnncli.runs.tensorboard; train.tensorboard)
+      process.json         while a process trains it; failure.json: why the last attempt failed
+                           (see cnncli.runs.marker)
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ ENV_JSON = "env.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CURVES = "curves.png"
+TB = "tb"
 INIT = "init.npz"
 CHECKPOINTS = "checkpoints"
 

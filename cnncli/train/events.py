@@ -64,8 +64,48 @@ class CheckpointSaved:
 
 
 @dataclass(frozen=True)
+class RunWarning:
+    message: str  # something went wrong that does not stop training (TensorBoard logging failed, ...)
+
+
+@dataclass(frozen=True)
 class RunFinished:
     summary: dict[str, Any]
 
 
-Event = ExtensionBuild | RunStarted | Compiled | StepEnd | EpochEnd | CheckpointSaved | RunFinished
+Event = ExtensionBuild | RunStarted | Compiled | StepEnd | EpochEnd | CheckpointSaved | RunWarning | RunFinished
+
+
+# A sweep (`cnncli.train.sweep`) sends these around each grid point's own run events.
+
+
+@dataclass(frozen=True)
+class SweepPointStarted:
+    index: int  # 0-based position in the grid
+    total: int  # points in the grid
+    name: str  # the point's folder name, e.g. optimizer.learning_rate=0.001,train.seed=0
+    workdir: Path
+    resume: bool  # the point's run directory has checkpoints (interrupted or failed before): fit resumes it
+
+
+@dataclass(frozen=True)
+class SweepPointSkipped:
+    index: int
+    total: int
+    name: str
+    workdir: Path
+    reason: str  # "finished" or "running" (another process trains it now)
+    summary: dict[str, Any] | None  # the finished run's summary.json
+
+
+@dataclass(frozen=True)
+class SweepPointFailed:
+    index: int
+    total: int
+    name: str
+    workdir: Path
+    message: str  # the error that stopped this point; the sweep goes on with the next
+    hint: str | None = None
+
+
+SweepEvent = SweepPointStarted | SweepPointSkipped | SweepPointFailed

@@ -22,17 +22,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from cnncli.config.plan import eval_batch_size
 from cnncli.config.recipe import Recipe
-from cnncli.data.batching import batches, pad_batch
 from cnncli.errors import CheckpointError, CnnCliError, TrainingError
 from cnncli.runs import layout as rundir
 from cnncli.runtime.distributed import host, is_main_process
+from cnncli.train.attempt import Attempt
+from cnncli.train.board import Board
 from cnncli.train.clock import SaveTimer
 from cnncli.train.events import CheckpointSaved, Compiled, EpochEnd, Event, RunFinished, StepEnd
 from cnncli.train.program import Program
 from cnncli.train.resume import Start, initial_state, started_event
-from cnncli.train.session import Session, build_session, compile_program
+from cnncli.train.session import Session, build_session, compile_program, eval_batches
 from cnncli.train.signals import StopSignals
 from cnncli.train.state import LoopState, Progress
 from cnncli.train.step import zero_sums
@@ -45,7 +45,8 @@ class _Run:
     sess: Session
     program: Program
     signals: StopSignals
-    emit: Callable[[Event], None]
+    emit: Callable[[Event], None]  # the caller's ``on_event``, TensorBoard first (`Board.listening`)
+    board: Board
 
 
 def _read_sums(state) -> tuple[float, float, float]:
@@ -72,11 +73,7 @@ def evaluate_state(sess: Session, program: Program, state, *, use_ema: bool = Fa
     """Mean loss and accuracy of ``state`` on the session's eval split."""
     params = state.ema if use_ema else state.params
     totals = np.zeros(3)
-    split = sess.data.eval
-    bs = eval_batch_size(sess.recipe, split.x.shape[0], sess.placement.data_size)
-    for start, stop in batches(split.x.shape[0], bs):
-        batch = pad_batch(split.x[start:stop], split.y[start:stop], bs)
-        x, y, mask = (sess.placement.split_batch(a) for a in batch)  # split over the data axis on a mesh
+    for x, y, mask in eval_batches(sess):
         totals += np.array(host(program.eval_step(params, state.rest, x, y, mask)), dtype=np.float64)
     return float(totals[0] / max(totals[2], 1)), float(totals[1] / max(totals[2], 1))
 
@@ -109,6 +106,7 @@ def _save(run: _Run, state, epoch: int, index: int, metrics: dict) -> None:
         return
     if step in sess.checkpoints.steps():  # already committed (e.g. resumed here): same state, same step
         return
+    run.board.before_save()  # TensorBoard events up to this step are written out before the checkpoint commits
     meta = {
         "epoch": epoch,
         "index": index,
@@ -202,6 +200,7 @@ def _train_epoch(run: _Run, loop: LoopState) -> None:
         if is_main_process():
             rundir.append_metrics(sess.workdir, record)
         run.emit(EpochEnd(record))
+        run.board.epoch_images(loop.state, step)
         stale = loop.progress.track(record)
     if evaluate or loop.saves.due(step) or run.signals.requested:
         _save(run, loop.state, epoch + 1, 0, {"eval_accuracy": record["eval_accuracy"]} if evaluate else {})
@@ -246,13 +245,14 @@ def fit(
     emit = on_event or (lambda event: None)
     sess = build_session(recipe, Path(workdir), recipe_text=recipe_text, recipe_suffix=recipe_suffix,
                          resume_from=resume_from, on_event=emit)  # fmt: skip
-    try:
-        with StopSignals() as signals:  # handlers restored on the way out, before the last save is awaited
-            summary = _fit(sess, signals, emit, resume_from, allow_recipe_change)
-    except BaseException as err:
-        _close_after(sess, err)
-        raise
-    sess.checkpoints.close()  # waits for the last save; raises its failure
+    with Attempt(sess.workdir, enabled=is_main_process()) as attempt:  # process.json; failure.json on an error
+        try:
+            with StopSignals() as signals:  # handlers restored on the way out, before the last save is awaited
+                summary = _fit(sess, signals, attempt.watch(emit), resume_from, allow_recipe_change)
+        except BaseException as err:
+            _close_after(sess, err)
+            raise
+        sess.checkpoints.close()  # waits for the last save; raises its failure
     return summary
 
 
@@ -287,19 +287,27 @@ def _fit(sess: Session, signals: StopSignals, emit, resume_from, allow_recipe_ch
     if _work_left(sess, start.epoch, start.state):
         program = compile_program(sess, start.state, start.shardings)
         emit(Compiled(program.compile_seconds))
-    cfg = sess.recipe.train
+    board = Board(sess, start, emit, active=program is not None)  # TensorBoard: tb/, when this invocation trains
+    try:
+        return _train(sess, start, _Run(sess, program, signals, board.listening(emit), board))
+    finally:
+        board.close()  # flushes what a crash or a signal left behind (a resume purges it past its checkpoint)
+
+
+def _train(sess: Session, start: Start, run: _Run) -> dict[str, Any]:
+    cfg, program = sess.recipe.train, run.program
     saves = SaveTimer(cfg.checkpoint_every_steps, cfg.checkpoint_every_minutes and cfg.checkpoint_every_minutes * 60)
     loop = LoopState(start.state, start.epoch, start.index, Progress.replay(rundir.read_metrics(sess.workdir)), saves)
-    run = _Run(sess, program, signals, emit)
     while _work_left(sess, loop.epoch, loop.state) and not loop.stopped_early:
         _train_epoch(run, loop)
         loop.epoch, loop.index = loop.epoch + 1, 0
     sess.checkpoints.wait()
     summary = _summary(sess, start, loop, program.compile_seconds if program else 0.0)
+    summary["warnings"] += run.board.warnings
     if is_main_process():
         rundir.write_json(sess.workdir / rundir.SUMMARY, summary)
         rundir.plot_curves(sess.workdir, loop.progress.history)
-    emit(RunFinished(summary))
+    run.emit(RunFinished(summary))
     return summary
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,10 @@ from typing import Any
 import jax
 import optax
 
-from cnncli.config.plan import Steps, data_json, steps_for
+from cnncli.config.plan import Steps, data_json, eval_batch_size, steps_for
 from cnncli.config.recipe import Recipe
 from cnncli.data.base import Dataset
+from cnncli.data.batching import batches, pad_batch
 from cnncli.data.sources import load_dataset
 from cnncli.errors import CheckpointError, RecipeError
 from cnncli.models.apply import make_step_config
@@ -65,6 +66,15 @@ class Session:
     @property
     def devices(self) -> list[str]:
         return [str(d) for d in self.placement.mesh.devices.flat]
+
+
+def eval_batches(sess: Session) -> Iterator[tuple[Any, Any, Any]]:
+    """The eval split as ``(x, y, mask)`` batches of one fixed size (the last padded), split over the mesh."""
+    split = sess.data.eval
+    size = eval_batch_size(sess.recipe, split.x.shape[0], sess.placement.data_size)
+    for start, stop in batches(split.x.shape[0], size):
+        batch = pad_batch(split.x[start:stop], split.y[start:stop], size)
+        yield tuple(sess.placement.split_batch(a) for a in batch)  # split over the data axis on a mesh
 
 
 def compile_program(sess: Session, state, shardings=None) -> Program:
