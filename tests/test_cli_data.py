@@ -130,8 +130,8 @@ def test_preview_without_augment_shows_the_raw_first_batch(tmp_path):
     import jax
 
     from cnncli.config.recipe import load_recipe
-    from cnncli.train.preview import augmented_batch
     from cnncli.data.sources import load_dataset
+    from cnncli.train.preview import augmented_batch
 
     recipe = load_recipe(write_recipe(tmp_path))
     data = load_dataset(recipe.data)

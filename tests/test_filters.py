@@ -130,7 +130,7 @@ def test_zeroed_filter_is_flagged_dead_and_near_zero(trained_run, tmp_path):
 
 
 def test_dead_fractions_need_a_relu_response(loaded):
-    from cnncli.inspect.evaluate import load_eval_split
+    from cnncli.runs.splits import load_eval_split
 
     data, *_ = load_eval_split(loaded)
     info, _ = find_conv(loaded, "conv1")

@@ -167,9 +167,9 @@ def preview(
     import os
 
     from cnncli.config.recipe import load_recipe
-    from cnncli.train.preview import augmented_batch
     from cnncli.data.sources import load_dataset
     from cnncli.report import data as report_data
+    from cnncli.train.preview import augmented_batch
 
     loaded = load_recipe(recipe, list(set_ or []))
     data = _loading(load_dataset, loaded.data)

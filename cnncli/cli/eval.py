@@ -53,10 +53,11 @@ def eval_run(
 
       cnncli eval runs/quickstart --json | jq .accuracy
     """
-    from cnncli.inspect.evaluate import evaluate_split, load_eval_split
+    from cnncli.inspect.evaluate import evaluate_split
     from cnncli.pictures import figures
     from cnncli.report.eval import print_eval
     from cnncli.runs.load import load_run
+    from cnncli.runs.splits import load_eval_split
 
     loaded = load_run(run, checkpoint_arg(checkpoint), ema=ema)
     data, split_name, source_name, warnings = load_eval_split(loaded, split, source)

@@ -76,8 +76,8 @@ def default_output(workdir: Path, fmt: str) -> Path:
 
 
 def metadata_path(output: Path) -> Path:
-    """The model.json of an artifact: ``model.json`` beside the default name, else ``<stem>.json``."""
-    return output.with_name(METADATA) if output.stem == "model" else output.with_suffix(".json")
+    """The model.json of an artifact: ``<stem>.json`` beside it (``model.json`` for the default ``model.<ext>``)."""
+    return output.with_suffix(".json")
 
 
 def check_format(fmt: str) -> str:
@@ -89,7 +89,7 @@ def check_format(fmt: str) -> str:
 
 def _check_output(output: Path) -> None:
     if output.suffix == ".json":
-        raise UsageError(f"--output {output}: a .json name is taken by the model's {METADATA}",
+        raise UsageError(f"--output {output}: a .json name is taken by the model's metadata ({METADATA})",
                          hint="e.g. --output model.onnx")  # fmt: skip
     if output.is_dir():
         raise UsageError(f"--output {output} is a directory", hint=f"give a file name, e.g. {output / 'model.onnx'}")

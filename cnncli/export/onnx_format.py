@@ -1,8 +1,9 @@
 """ONNX through jax2onnx, run by onnxruntime; which cnncli layers ONNX cannot express.
 
 Every layer kind of `cnncli.arith.layers` was converted alone and in blocks, 1-D, 2-D and
-3-D, with jax2onnx 0.17.1 and run under onnxruntime 1.32 (``tests/test_export.py`` keeps
-this list honest: each case below still fails, every other kind converts and matches).
+3-D, with jax2onnx 0.17.1 and run under onnxruntime 1.32 (the slow test
+``test_the_onnx_list_is_true_to_jax2onnx`` keeps this list honest: each case below
+still fails, every other kind converts and matches).
 Four things do not work, all found before converting (`unsupported_layers`):
 
 - 3-D convolutions (``conv``/``tconv`` on ``D x H x W x C`` input, and the blocks

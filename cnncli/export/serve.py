@@ -107,8 +107,9 @@ def reference_spread(run, sig: Signature, x_raw: np.ndarray) -> float:
     `reference_fn` compiles with cnncli's XLA CPU options (`cnncli.models.apply.xla_options`);
     the same function under plain ``jax.jit`` fuses and rounds differently. The largest
     difference between the two is the floor below which no export can be asked to agree:
-    deep networks that amplify float32 rounding (ResNet-50 with fresh BatchNorm
-    statistics: 2.4e-4 on logits of 6) move by more than 1e-4 on their own.
+    deep networks that amplify float32 rounding (ResNet-50 with random weights and
+    BatchNorm statistics of random data: 2.4e-4 on logits of 6) move by more than 1e-4
+    on their own.
     """
     graphdef, params, rest = nnx.split(run.model, nnx.Param, ...)
     cfg = _step_config(run)

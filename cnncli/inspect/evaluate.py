@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 
 from cnncli.errors import DataError, UsageError
-# Data access lives one layer down so `cnncli.export` loads and checks data the same
-# way; `load_eval_split` and `check_classes` stay part of this module's interface.
-from cnncli.runs.splits import check_classes, load_eval_split  # noqa: F401
+from cnncli.runs.splits import load_eval_split
 
 ECE_BINS = 15  # equal-width confidence bins (Guo et al. 2017, "On Calibration of Modern Neural Networks")
 TOP_K = 5

@@ -163,7 +163,7 @@ class FilterReport:
 
 def _validation(run, examples: int, warnings: list[str]):
     """The first ``examples`` of the run's evaluation split, or (None, None) with a warning."""
-    from cnncli.inspect.evaluate import load_eval_split
+    from cnncli.runs.splits import load_eval_split
 
     try:
         data, _, _, notes = load_eval_split(run)
