@@ -340,9 +340,22 @@ def _zoo_param(name: str):
     return pytest.param(name, marks=() if name in FAST_ZOO else pytest.mark.slow)
 
 
+@pytest.fixture
+def release_compiled_programs():
+    """Drop JAX's compiled programs after each big model: one worker exporting every zoo
+    model in turn otherwise kept them all and was killed for memory (23.5 GB RSS, 24 GB box)."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.mark.parametrize("fmt", ["stablehlo", "onnx"])
 @pytest.mark.parametrize("arch", [_zoo_param(name) for name in zoo.names()])
-def test_every_zoo_architecture_exports_and_verifies(arch, fmt, tmp_path):
+def test_every_zoo_architecture_exports_and_verifies(arch, fmt, tmp_path, release_compiled_programs):
     from cnncli.export.exporter import export_run
     from cnncli.export.serve import reference_spread, signature
 
