@@ -6,7 +6,10 @@ that build real runs from these live in conftest.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 TINY_RECIPE = """\
 # A tiny recipe for tests: two conv layers on the 8x8 digits.
@@ -51,3 +54,21 @@ def state_digest(workdir: Path, step: int | str = "latest") -> str:
     finally:
         store.close()
     return tree_digest(tree, STATE_PARTS)
+
+
+STEPS3 = TINY_RECIPE.replace("epochs = 2", "steps = 3")  # 3 updates, one (partial) epoch: about a second
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run the real app in this process: (exit code, stdout, stderr)."""
+    from cnncli.cli.app import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def json_lines(out: str) -> list[dict]:
+    """Each line of ``out`` parsed as one JSON object."""
+    return [json.loads(line) for line in out.splitlines()]

@@ -7,9 +7,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from helpers import TINY_RECIPE, write_recipe
-
-from cnncli.cli.app import main
+from helpers import TINY_RECIPE, cli, write_recipe
 
 
 class TinyCliDigits(tfds.core.GeneratorBasedBuilder):
@@ -29,13 +27,6 @@ class TinyCliDigits(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, count):
         for i in range(count):
             yield i, {"image": np.full((4, 4, 1), 40 * i, np.uint8), "label": i % 2}
-
-
-def cli(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def png_size(path):

@@ -7,16 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import RESUME_RECIPE, TINY_RECIPE, state_digest, write_recipe
-
-from cnncli.cli.app import main
-
-
-def cli(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
+from helpers import RESUME_RECIPE, TINY_RECIPE, cli, state_digest, write_recipe
 
 
 def test_json_lines_parse_and_carry_the_pinned_keys(tmp_path, capsys):

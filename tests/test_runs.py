@@ -10,26 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TINY_RECIPE, write_recipe
+from helpers import STEPS3, TINY_RECIPE, cli, json_lines, write_recipe
 
-from cnncli.cli.app import main
 from cnncli.report.runs import RUN_KEYS
 from cnncli.runs import marker
 from cnncli.runs.catalog import RunEntry, catalogue, read_run
 from cnncli.runs.compare import diff_runs, group_by_seed, seeds_vary
-
-STEPS3 = TINY_RECIPE.replace("epochs = 2", "steps = 3")  # 3 updates, one (partial) epoch: about a second
-
-
-def cli(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
-def lines(out: str) -> list[dict]:
-    return [json.loads(line) for line in out.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +70,7 @@ def _make_old(old: Path, done: Path) -> None:
 def test_json_lines_carry_the_pinned_keys_and_the_values_that_differ(two_runs, capsys):
     code, out, err = cli(["runs", str(two_runs), "--json"], capsys)
     assert code == 0, err
-    runs = lines(out)
+    runs = json_lines(out)
     assert [r["name"] for r in runs] == ["a", "b"]
     for r in runs:
         assert tuple(r) == RUN_KEYS  # pinned: scripts read these
@@ -101,7 +87,7 @@ def test_json_lines_carry_the_pinned_keys_and_the_values_that_differ(two_runs, c
 def test_every_kind_of_directory_is_listed_with_what_is_known(zoo, capsys):
     code, out, err = cli(["runs", str(zoo), "--json"], capsys)
     assert code == 0 and "Traceback" not in err
-    runs = {r["name"]: r for r in lines(out)}
+    runs = {r["name"]: r for r in json_lines(out)}
     status = {name: r["status"] for name, r in runs.items()}
     assert status == {"a": "finished", "b": "finished", "interrupted": "interrupted", "failed": "failed",
                       "running": "running", "killed": "interrupted", "old": "finished", "half": "interrupted",
@@ -129,7 +115,7 @@ def test_where_filters_are_anded_and_read_values_as_toml(zoo, capsys):
     def names(*wheres):
         code, out, err = cli(["runs", str(zoo), "--json", *(x for w in wheres for x in ("--where", w))], capsys)
         assert code == 0, err
-        return sorted(r["name"] for r in lines(out))
+        return sorted(r["name"] for r in json_lines(out))
 
     assert names("status=finished") == ["a", "b", "old"]
     assert names("optimizer.learning_rate=1e-2") == names("optimizer.learning_rate=0.01")
@@ -154,9 +140,9 @@ def test_sort_ascending_descending_and_missing_values_last(two_runs, tmp_path, c
     shutil.copytree(two_runs, root)
     (root / "empty").mkdir()
     code, out, _ = cli(["runs", str(root), "--json", "--sort", "optimizer.learning_rate"], capsys)
-    assert [r["name"] for r in lines(out)] == ["b", "a", "empty"]
+    assert [r["name"] for r in json_lines(out)] == ["b", "a", "empty"]
     code, out, _ = cli(["runs", str(root), "--json", "--sort=-optimizer.learning_rate"], capsys)
-    assert [r["name"] for r in lines(out)] == ["a", "b", "empty"]
+    assert [r["name"] for r in json_lines(out)] == ["a", "b", "empty"]
 
 
 def test_a_table_for_people(zoo, capsys, monkeypatch):

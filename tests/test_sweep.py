@@ -7,26 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import TINY_RECIPE, write_recipe
+from helpers import STEPS3, TINY_RECIPE, cli, json_lines, write_recipe
 
-from cnncli.cli.app import main
 from cnncli.errors import UsageError
 from cnncli.train.sweep import grid, parse_axes, parse_axis, point_name, split_values
 
-STEPS3 = TINY_RECIPE.replace("epochs = 2", "steps = 3")
 SWEEP = ["--sweep", "optimizer.learning_rate=1e-3,1e-2", "--sweep", "train.seed=0,1"]
 NAMES = [f"optimizer.learning_rate={lr},train.seed={seed}" for lr in ("0.001", "0.01") for seed in (0, 1)]
-
-
-def cli(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
-def lines(out: str) -> list[dict]:
-    return [json.loads(line) for line in out.splitlines()]
 
 
 def test_values_split_on_top_level_commas_and_parse_as_toml():
@@ -84,7 +71,7 @@ def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, capsys):
     recipe = write_recipe(tmp_path, STEPS3)
     code, out, _ = cli(["train", str(recipe), *SWEEP, "--dry-run", "--json", "--workdir", str(tmp_path / "s")], capsys)
     assert code == 0
-    rows = lines(out)
+    rows = json_lines(out)
     assert [r["name"] for r in rows] == NAMES and {r["action"] for r in rows} == {"train"}
     assert not (tmp_path / "s").exists()
 
@@ -96,7 +83,7 @@ def test_a_2x2_sweep_trains_four_runs_then_skips_them_on_a_rerun(tmp_path, capsy
     code, out, err = cli(["train", str(recipe), *SWEEP, "--json"], capsys)
     assert code == 0, err
     folder = tmp_path / "runs" / "tiny-sweep"
-    first = lines(out)
+    first = json_lines(out)
     assert [s["workdir"] for s in first] == [f"runs/tiny-sweep/{n}" for n in NAMES]
     assert all(s["event"] == "summary" and s["steps"] == 3 for s in first)  # summaries only, no epoch lines
     assert sorted(p.name for p in folder.iterdir()) == NAMES
@@ -104,11 +91,11 @@ def test_a_2x2_sweep_trains_four_runs_then_skips_them_on_a_rerun(tmp_path, capsy
 
     code, out, err = cli(["train", str(recipe), *SWEEP, "--json"], capsys)
     assert code == 0, err
-    assert lines(out) == first  # the same summary lines, read back from summary.json
+    assert json_lines(out) == first  # the same summary lines, read back from summary.json
     assert {n: (folder / n / "summary.json").stat().st_mtime_ns for n in NAMES} == mtimes  # nothing trained
 
     code, out, _ = cli(["runs", str(folder), "--json", "--group-by-seed"], capsys)
-    groups = lines(out)
+    groups = json_lines(out)
     assert [g["setting"] for g in groups] == [{"optimizer.learning_rate": 0.001}, {"optimizer.learning_rate": 0.01}]
     assert all(g["runs"] == 2 and g["seeds"] == [0, 1] and g["eval_accuracy"]["n"] == 2 for g in groups)
     accs = [s["eval_accuracy"] for s in first[:2]]
@@ -128,7 +115,7 @@ def test_a_rerun_resumes_an_interrupted_run_and_a_failed_run_does_not_stop_the_o
     code, out, err = cli([*argv, "--json"], capsys)
     assert code == 1 and "1 of 2 runs of the sweep failed: data.source=npz_inf.npz" in err
     assert "loss became nan" in err
-    assert [s["workdir"] for s in lines(out)] == [str(tmp_path / "s" / "data.source=npz_ok.npz")]
+    assert [s["workdir"] for s in json_lines(out)] == [str(tmp_path / "s" / "data.source=npz_ok.npz")]
 
     ok = tmp_path / "s" / "data.source=npz_ok.npz"
     (ok / "summary.json").unlink()  # as if killed after its last checkpoint
@@ -156,4 +143,4 @@ def test_a_point_is_a_normal_run_skipped_when_finished_and_started_afresh_when_e
     (run / "summary.json").unlink()  # killed before its first checkpoint: a rerun starts it afresh
     code, out, err = cli(argv, capsys)
     assert code == 0, err
-    assert lines(out)[0]["resumed_from"] is None and lines(out)[0]["steps"] == 3
+    assert json_lines(out)[0]["resumed_from"] is None and json_lines(out)[0]["steps"] == 3
