@@ -8,7 +8,7 @@ from PIL import Image
 
 from cnncli.inspect.activations import ActivatingPatches, FeatureMaps, Patch, RFBox
 from cnncli.inspect.evaluate import Mistake
-from cnncli.inspect.filters import filter_grid
+from cnncli.pictures.kernels import filter_grid
 from cnncli.pictures import figures, images
 
 

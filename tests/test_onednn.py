@@ -622,22 +622,22 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
     from helpers import TINY_RECIPE, write_recipe
 
     from cnncli.config.recipe import load_recipe
-    from cnncli.train import session
+    from cnncli.train import devices
 
     recipe = load_recipe(write_recipe(tmp_path, TINY_RECIPE), ["train.conv_backend=auto"])
     one = SimpleNamespace(multi=False)
     two = SimpleNamespace(multi=True, mesh=SimpleNamespace(size=2))
     if SKIP is None:  # oneDNN here: auto takes it, and says which
-        assert session.resolve_conv_backend(recipe, one) == (
+        assert devices.resolve_conv_backend(recipe, one) == (
             "onednn", f"conv_backend auto: onednn (one CPU device, oneDNN {onednn.load()})")  # fmt: skip
-    assert session.resolve_conv_backend(recipe, two) == (
+    assert devices.resolve_conv_backend(recipe, two) == (
         "xla", "conv_backend auto: xla (oneDNN runs on one device; this mesh has 2)")  # fmt: skip
 
     def missing():
         raise onednn.OneDNNUnavailable("oneDNN 3.x was not found (looked in /nowhere)")
 
     monkeypatch.setattr(onednn, "load", missing)
-    assert session.resolve_conv_backend(recipe, one) == (
+    assert devices.resolve_conv_backend(recipe, one) == (
         "xla", "conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found (looked in /nowhere); "
         "to use it: install the onednn extra: uv sync --extra onednn)")  # fmt: skip
 
@@ -646,15 +646,15 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
                                        hint="have g++ on the PATH")  # fmt: skip
 
     monkeypatch.setattr(onednn, "load", no_compiler)
-    assert session.resolve_conv_backend(recipe, one) == (
+    assert devices.resolve_conv_backend(recipe, one) == (
         "xla", "conv_backend auto: xla (oneDNN is not usable here: building the oneDNN extension failed "
         "(g++ ... exit 1):; to use it: have g++ on the PATH)")  # fmt: skip
     monkeypatch.setattr(onednn, "load", missing)
-    monkeypatch.setattr(session.jax, "default_backend", lambda: "gpu")
-    assert session.resolve_conv_backend(recipe, one) == (
+    monkeypatch.setattr(devices.jax, "default_backend", lambda: "gpu")
+    assert devices.resolve_conv_backend(recipe, one) == (
         "xla", "conv_backend auto: xla (JAX runs on gpu, where XLA's own kernels are the fast ones)")  # fmt: skip
     xla = load_recipe(write_recipe(tmp_path, TINY_RECIPE), [])
-    assert session.resolve_conv_backend(xla, two) == ("xla", None)  # the default never looks for oneDNN
+    assert devices.resolve_conv_backend(xla, two) == ("xla", None)  # the default never looks for oneDNN
 
 
 def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):

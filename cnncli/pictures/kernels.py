@@ -1,7 +1,7 @@
 """A layer's kernels scaled for display: the grid ``inspect-filters`` draws, and TensorBoard's filter images.
 
 Numpy only, so the training loop's TensorBoard images (`cnncli.train.board`) and
-`cnncli.inspect.filters` (which re-exports both names) scale kernels the same way;
+`cnncli.inspect.filters` scale kernels the same way;
 `cnncli.pictures.figures.filter_grid_image` draws the result.
 """
 
