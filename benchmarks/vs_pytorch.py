@@ -4,9 +4,11 @@ Run (the project venv drives; PyTorch runs in its own Python, see BENCHMARKS.md)
 
     uv run python benchmarks/vs_pytorch.py --torch-python .bench/torch/bin/python
     uv run python benchmarks/vs_pytorch.py --torch-python ... --models resnet20 --precision bf16
+    uv run python benchmarks/vs_pytorch.py --torch-python ... --models lenet5,resnet20 --write-readme
 
 Worker processes stay alive for the whole run: this script re-run as ``--worker
-jax``, once per cnncli conv backend (``--backends xla,onednn``; cnncli's real step:
+jax``, once per cnncli conv backend (``--backends auto,xla``: ``auto`` is a recipe's
+default, resolved as a run resolves it; cnncli's real step:
 `cnncli.train.profiling.synthetic_step`, i.e. `cnncli.train.step.make_train_step` with
 donation, the training set on the device, AOT compiled, host malloc tuned as the CLI
 does), and ``benchmarks/torch_worker.py``, once with glibc's default malloc and once
@@ -21,7 +23,10 @@ the MFU: forward FLOPs (`cnncli.arith.geometry.analyze`, 2 x MACs) x 3 x images/
 
 Prints a markdown table: median images/s over the windows, min-max, the ratio of
 each cnncli backend to the best PyTorch contestant (ratio of medians), and MFU. ``--json FILE`` saves
-every window.
+every window. ``--write-readme`` rewrites the table between the ``speed-table`` markers of
+README.md from the run (the CPU model and the matmul peak measured in it, the command):
+the README's speed figures come from here, never by hand. It refuses to start on a busy
+machine (load average above 1).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+START, END = "<!-- speed-table:start", "<!-- speed-table:end -->"
 
 # name -> (cnncli model: zoo name or tokens, per-example input shape, channels last)
 MODELS = {
@@ -83,12 +90,34 @@ def _jax_setup(msg: dict) -> dict:
     from cnncli.train.profiling import synthetic_step
 
     model, shape = MODELS[msg["model"]]
+    backend = resolve_backend(msg.get("conv_backend", "xla"))
     t0 = time.perf_counter()
     bench = synthetic_step(model, shape, batch_size=msg.get("batch_size", 128), precision=msg.get("precision", "fp32"),
-                           conv_backend=msg.get("conv_backend", "xla"))  # fmt: skip
+                           conv_backend=backend)  # fmt: skip
     bench.run(3)  # warm-up
     return {"ok": True, "bench": bench, "seconds": time.perf_counter() - t0, "compile_seconds": bench.compile_seconds,
-            "forward_flops": bench.forward_flops, "jax": jax.__version__, "device": str(jax.devices()[0])}  # fmt: skip
+            "forward_flops": bench.forward_flops, "jax": jax.__version__, "device": str(jax.devices()[0]),
+            "conv_backend": backend, "onednn": _onednn_version()}  # fmt: skip
+
+
+def resolve_backend(asked: str) -> str:
+    """``auto`` (a recipe's default) as `cnncli.train.devices.resolve_conv_backend` decides it
+    for one device: onednn on the CPU where the extension loads, else xla."""
+    import jax
+
+    if asked != "auto":
+        return asked
+    if jax.default_backend() != "cpu" or jax.device_count() > 1:
+        return "xla"
+    from cnncli.native import onednn
+
+    return "onednn" if onednn.available() else "xla"
+
+
+def _onednn_version() -> str | None:
+    from cnncli.native import onednn
+
+    return onednn.load() if onednn.available() else None
 
 
 def _jax_window(bench, seconds: float, min_steps: int = 3) -> dict:
@@ -168,23 +197,25 @@ def run_model(name: str, precision: str, jaxws: dict, torchws: dict, args) -> di
     for backend, w in jaxws.items():
         reply = w.ask(op="setup", model=name, precision=precision, batch_size=args.batch_size, conv_backend=backend)
         setup = setup or reply
-        print(f"  {name} {precision}: cnncli {backend} compiled in {reply['compile_seconds']:.2f} s", file=sys.stderr)
-        contestants[f"cnncli {backend}"] = ("jax", w, None)
+        label = f"cnncli {backend}" if backend != "auto" else f"cnncli default ({reply['conv_backend']})"
+        print(f"  {name} {precision}: {label} compiled in {reply['compile_seconds']:.2f} s", file=sys.stderr)
+        contestants[label] = ("jax", w, None)
     for mode, w in torchws.items():
         for layout in args.layouts:
             label = f"torch {layout}" + ("" if mode == "default" else f", {mode} malloc")
             contestants[label] = ("torch", w, layout)
     windows: dict[str, list[float]] = {k: [] for k in contestants}
     names = list(contestants)
+    torch = None
     for r in range(args.windows):
         order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
         for who in order:
             kind, w, layout = contestants[who]
             if kind == "torch":
-                w.ask(op="setup", model=name, layout=layout, precision=precision, batch_size=args.batch_size,
-                      device=args.torch_device)  # fmt: skip
+                torch = w.ask(op="setup", model=name, layout=layout, precision=precision, batch_size=args.batch_size,
+                              device=args.torch_device).get("torch")  # fmt: skip
             windows[who].append(w.ask(op="window", seconds=args.seconds)["images_per_second"])
-    return {"model": name, "precision": precision, "windows": windows, "setup": setup}
+    return {"model": name, "precision": precision, "windows": windows, "setup": setup, "torch": torch}
 
 
 def summarize(result: dict, peak: float | None) -> list[str]:
@@ -204,6 +235,55 @@ def summarize(result: dict, peak: float | None) -> list[str]:
 
 
 
+NETWORK_NAMES = {"lenet5": "LeNet-5, 28x28x1", "cnn2": "2-conv CNN, 28x28x1", "resnet20": "ResNet-20, 32x32x3"}
+
+
+def readme_table(results: list[dict], peak: float, args, torch: str) -> str:
+    """The README's speed table: cnncli's default and xla against the best PyTorch contestant, per network."""
+    import datetime
+
+    setup = results[0]["setup"]
+    cmd = ("uv run python benchmarks/vs_pytorch.py --torch-python PYTORCH_PYTHON "
+           f"--models {args.models} --precision {args.precision} --windows {args.windows} --seconds {args.seconds:g} "
+           "--write-readme")  # fmt: skip
+    lines = [
+        f"Measured {datetime.date.today().isoformat()} on **{machine()}** (float32 matmul peak "
+        f"**{peak:.0f} GFLOP/s** by `benchmarks/matmul_peak.py`'s kernel, measured in the same run); batch "
+        f"{args.batch_size}, SGD with momentum, {args.windows} alternating windows of >= {args.seconds:g} s per "
+        f"contestant, medians; JAX {setup.get('jax')}, oneDNN {setup.get('onednn') or '-'}, PyTorch {torch} "
+        f"(eager; best of NCHW / channels_last, glibc malloc default / tuned). Load average at the end: {load()}. "
+        f"Regenerate: `{cmd}`.",
+        "",
+        "| network | precision | cnncli default | cnncli `xla` | best PyTorch | default / PyTorch | MFU (default) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        w = result["windows"]
+        med = {k: statistics.median(v) for k, v in w.items()}
+        default = next(k for k in w if k.startswith("cnncli default"))
+        xla = med.get("cnncli xla")
+        torch_keys = [k for k in w if k.startswith("torch")]
+        best = max(torch_keys, key=lambda k: med[k])
+        mfu = 100 * result["setup"]["forward_flops"] * 3 * med[default] / (peak * 1e9)
+        backend = default.split("(")[1].rstrip(")")
+        lines.append(
+            f"| {NETWORK_NAMES.get(result['model'], result['model'])} | {result['precision']} "
+            f"| {med[default]:,.0f} img/s ({backend}) | {f'{xla:,.0f}' if xla else '-'} "
+            f"| {med[best]:,.0f} ({best.removeprefix('torch ')}) | **{med[default] / med[best]:.2f}x** | {mfu:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def write_between_markers(path: Path, text: str) -> None:
+    """Replace what lies between the speed-table markers of ``path`` with ``text``."""
+    doc = path.read_text()
+    i, j = doc.find(START), doc.find(END)
+    if i < 0 or j < i:
+        raise SystemExit(f"{path}: no '{START} ... -->' and '{END}' markers to write the speed table between")
+    i = doc.index("-->", i) + 3
+    path.write_text(doc[:i] + "\n" + text + "\n" + doc[j:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=["jax"], help=argparse.SUPPRESS)
@@ -217,10 +297,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum seconds per window (default 3)")
     parser.add_argument("--torch-device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--backends", default=None,
-                        help="cnncli conv backends to time (default xla,onednn; xla alone with --torch-device cuda)")
+                        help="cnncli conv backends to time: auto (a recipe's default: onednn on one CPU device where it "
+                        "loads), xla, onednn (default auto,xla; xla alone with --torch-device cuda)")  # fmt: skip
     parser.add_argument("--torch-malloc", default="default,tuned",
                         help="PyTorch with glibc's default malloc and/or with cnncli's settings (GLIBC_TUNABLES)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="save every window here")
+    parser.add_argument("--write-readme", type=Path, nargs="?", const=ROOT / "README.md", default=None,
+                        help="rewrite the speed table between the speed-table markers of README.md (or this file) "
+                        "from this run (needs --torch-python and the auto backend)")  # fmt: skip
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="with --write-readme: write even if the machine was busy when the run started")  # fmt: skip
     args = parser.parse_args()
     if args.worker == "jax":
         return jax_worker()
@@ -231,7 +317,16 @@ def main() -> None:
     args.layouts = args.layouts.split(",")
     me = [sys.executable, str(Path(__file__).resolve()), "--worker", "jax"]
     if args.backends is None:  # oneDNN is a CPU backend
-        args.backends = "xla,onednn" if args.torch_device == "cpu" else "xla"
+        args.backends = "auto,xla" if args.torch_device == "cpu" else "xla"
+    if args.write_readme and (not args.torch_python or "auto" not in args.backends.split(",")):
+        parser.error("--write-readme compares cnncli's default (the auto backend) with PyTorch: give --torch-python "
+                     "and keep auto in --backends")  # fmt: skip
+    busy = os.getloadavg()[0]
+    if args.write_readme and busy > 1.0 and not args.allow_busy:
+        # PyTorch's OpenMP threads collapse when other processes compete for the cores (STACK-NOTES): a
+        # table measured now would not hold. Refuse before spending minutes on it.
+        parser.error(f"the machine is busy (1-minute load average {busy:.2f} > 1.0): the README's table would not hold; "
+                     "rerun when it is quiet (or pass --allow-busy to write it anyway)")  # fmt: skip
     jaxws = {b: Worker(me) for b in args.backends.split(",")}
     torchws = {}
     if args.torch_python:
@@ -262,6 +357,10 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"results": results, "peaks": peaks, "machine": machine(), "load": load()},
                                         indent=1, default=str))  # fmt: skip
+    if args.write_readme:
+        text = readme_table(results, peak, args, results[0].get("torch") or "?")
+        write_between_markers(args.write_readme, text)
+        print(f"\nwrote the speed table into {args.write_readme}:\n\n{text}")
 
 
 if __name__ == "__main__":

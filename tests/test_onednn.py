@@ -1,9 +1,9 @@
-"""Tests for the optional oneDNN convolutions (cnncli.native.onednn) and host-malloc tuning.
+"""Tests for the oneDNN convolutions (cnncli.native.onednn; the default conv backend on a CPU) and host-malloc tuning.
 
 Every oneDNN case compares with ``lax.conv_general_dilated`` on the same inputs:
-forward values and both gradients. They run wherever the onednn extra is installed
-(the dev group installs it on Linux x86-64, so the default test run covers them) and
-skip elsewhere, saying why.
+forward values and both gradients. They run wherever oneDNN is installed (a default
+dependency on Linux x86-64, so the default test run covers them) and skip elsewhere,
+saying why.
 """
 
 from __future__ import annotations
@@ -301,17 +301,57 @@ def test_missing_onednn_says_where_it_looked_and_what_to_do(monkeypatch, tmp_pat
     with pytest.raises(onednn.OneDNNUnavailable) as info:
         onednn.find_root()
     assert info.value.message.startswith(f"oneDNN 3.x was not found (looked in {tmp_path / 'venv'}, {tmp_path / 'base'}")
-    assert "uv sync --extra onednn" in info.value.hint
+    assert "oneDNN comes with cnncli on Linux x86-64" in info.value.hint and "CNNCLI_ONEDNN_ROOT" in info.value.hint
 
 
 @needs_onednn
 def test_the_built_extension_is_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("CNNCLI_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CNNCLI_NO_PREBUILT", "1")  # not the one a wheel may ship (hatch_build.py)
     assert onednn.needs_build() and onednn.cache_dir() == tmp_path / "native"
     first = onednn.build()
     assert first.parent == tmp_path / "native" and first.is_file() and not onednn.needs_build()
     mtime = first.stat().st_mtime_ns
     assert onednn.build() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
+
+
+@needs_onednn
+def test_an_extension_built_elsewhere_is_used_read_only_when_named(monkeypatch, tmp_path):
+    """CNNCLI_ONEDNN_PREBUILT: folders whose extension (same source, jax and oneDNN) an empty cache uses as is."""
+    monkeypatch.setenv("CNNCLI_CACHE_DIR", str(tmp_path / "a"))
+    monkeypatch.setenv("CNNCLI_NO_PREBUILT", "1")  # not the one a wheel may ship (hatch_build.py)
+    built = onednn.build()
+    monkeypatch.setenv("CNNCLI_CACHE_DIR", str(tmp_path / "b"))
+    assert onednn.needs_build()
+    monkeypatch.setenv(onednn.PREBUILT_ENV, os.pathsep.join([str(tmp_path / "nowhere"), str(built.parent)]))
+    assert not onednn.needs_build() and onednn.build() == built
+    assert not list((tmp_path / "b").rglob("*.so"))  # nothing compiled into the empty cache
+    (tmp_path / "changed.cc").write_text("// another source")
+    monkeypatch.setattr(onednn, "SOURCE", tmp_path / "changed.cc")  # another source: another name, not that file
+    assert onednn.needs_build()
+
+
+@needs_onednn
+def test_an_extension_shipped_built_is_used_when_it_matches_source_jax_and_onednn(monkeypatch, tmp_path):
+    """The wheel's build hook (hatch_build.py) puts the extension in native/_prebuilt/ under
+    `shipped_name`; an empty cache then needs no compiler. Another name (source, jax or oneDNN
+    changed since the wheel was built) is ignored, and the extension is built as before."""
+    monkeypatch.setenv("CNNCLI_CACHE_DIR", str(tmp_path / "a"))
+    monkeypatch.delenv("CNNCLI_NO_PREBUILT", raising=False)
+    built = onednn.build()
+    shipped = tmp_path / "prebuilt"
+    shipped.mkdir()
+    monkeypatch.setattr(onednn, "PREBUILT", shipped)
+    monkeypatch.setenv("CNNCLI_CACHE_DIR", str(tmp_path / "b"))
+    (shipped / "libcnncli_onednn-shipped-0123456789abcdef.so").write_bytes(built.read_bytes())  # another build's
+    assert onednn.needs_build()
+    name = onednn.shipped_name(onednn.find_root())
+    assert name.startswith("libcnncli_onednn-shipped-") and str(tmp_path) not in name  # no install path in it
+    (shipped / name).write_bytes(built.read_bytes())
+    assert not onednn.needs_build() and onednn.build() == shipped / name
+    assert not list((tmp_path / "b").rglob("*.so"))  # nothing compiled
+    monkeypatch.setenv("CNNCLI_NO_PREBUILT", "1")
+    assert onednn.needs_build()  # told not to use it
 
 
 @needs_onednn
@@ -507,6 +547,9 @@ def test_the_profile_names_custom_calls_by_target(tmp_path):
     assert {"cnncli_onednn_conv_fwd", "cnncli_onednn_conv_bwd_weights", "cnncli_channel_sums"} <= set(report.categories)
     assert any(op.name.endswith(" cnncli_onednn_conv_fwd") for op in report.ops)
     assert "XLA CPU runs its own convolutions" not in format_top_ops(report)  # no lax convolution in this step
+    # how much of the custom calls' time XLA's own ops ran beside them on other threads
+    assert 0 < report.custom_call_ms <= report.op_ms and 0 <= report.custom_call_overlap_ms <= report.custom_call_ms
+    assert "custom calls: " in format_top_ops(report)
 
 
 # ----------------------------------------------------------------------------- host malloc
@@ -571,8 +614,9 @@ def test_train_with_onednn_matches_xla_and_eval_reproduces_it(tmp_path, capsys):
 
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     finals = {}
-    for backend in ("xla", "onednn", "auto"):
-        code, out, err = _cli(["train", str(recipe), "--set", f"train.conv_backend={backend}", "--set", "train.epochs=1",
+    for backend in ("xla", "onednn", "auto", "default"):  # default: no conv_backend in the recipe
+        choose = [] if backend == "default" else ["--set", f"train.conv_backend={backend}"]
+        code, out, err = _cli(["train", str(recipe), *choose, "--set", "train.epochs=1",
                                "--workdir", str(tmp_path / backend), "--json"], capsys)  # fmt: skip
         assert code == 0, err
         finals[backend] = json.loads(out.splitlines()[-1])
@@ -586,6 +630,11 @@ def test_train_with_onednn_matches_xla_and_eval_reproduces_it(tmp_path, capsys):
     assert finals["auto"]["conv_backend"] == "onednn" and finals["auto"]["train_loss"] == b["train_loss"]
     assert json.loads((tmp_path / "auto" / "recipe.json").read_text())["train"]["conv_backend"] == "auto"
     assert json.loads((tmp_path / "auto" / "env.json").read_text())["conv_backend"] == "onednn"
+    # the default is auto, and says what it chose and why in the summary and env.json
+    default, note = finals["default"], f"conv_backend auto: onednn (one CPU device, oneDNN {onednn.load()})"
+    assert (default["conv_backend"], default["conv_backend_note"], default["train_loss"]) == ("onednn", note, b["train_loss"])
+    assert json.loads((tmp_path / "default" / "env.json").read_text())["conv_backend_note"] == note
+    assert a["conv_backend_note"] is None and b["conv_backend_note"] is None  # asked for: nothing was chosen
     code, out, err = _cli(["eval", str(tmp_path / "onednn"), "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["accuracy"] == pytest.approx(b["eval_accuracy"])
@@ -611,7 +660,7 @@ def test_an_unknown_backend_names_the_choices(tmp_path, capsys):
 
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     code, _, err = _cli(["train", str(recipe), "--set", "train.conv_backend=mkl", "--dry-run"], capsys)
-    assert code == 1
+    assert code == 2  # a value --set gave that the schema refuses: a usage error
     assert "`train.conv_backend`: unknown value 'mkl' (valid: xla, onednn, auto)" in err
 
 
@@ -639,7 +688,7 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(onednn, "load", missing)
     assert devices.resolve_conv_backend(recipe, one) == (
         "xla", "conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found (looked in /nowhere); "
-        "to use it: install the onednn extra: uv sync --extra onednn)")  # fmt: skip
+        f"to use it: {onednn.HINT})")  # fmt: skip
 
     def no_compiler():  # the extra is there, g++ is not: the error's own hint, its first line only
         raise onednn.OneDNNUnavailable("building the oneDNN extension failed (g++ ... exit 1):\nerror: x.cc:1",
@@ -653,8 +702,10 @@ def test_auto_falls_back_to_xla_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(devices.jax, "default_backend", lambda: "gpu")
     assert devices.resolve_conv_backend(recipe, one) == (
         "xla", "conv_backend auto: xla (JAX runs on gpu, where XLA's own kernels are the fast ones)")  # fmt: skip
-    xla = load_recipe(write_recipe(tmp_path, TINY_RECIPE), [])
-    assert devices.resolve_conv_backend(xla, two) == ("xla", None)  # the default never looks for oneDNN
+    xla = load_recipe(write_recipe(tmp_path, TINY_RECIPE), ["train.conv_backend=xla"])
+    assert devices.resolve_conv_backend(xla, two) == ("xla", None)  # asked for: never looks for oneDNN
+    default = load_recipe(write_recipe(tmp_path, TINY_RECIPE), [])
+    assert default.train.conv_backend == "auto" and "conv_backend" not in TINY_RECIPE
 
 
 def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
@@ -671,8 +722,8 @@ def test_auto_tells_a_person_what_it_chose(tmp_path, capsys, monkeypatch):
     code, out, err = _cli(["train", str(recipe), "--set", "train.conv_backend=auto", "--set", "train.epochs=1",
                            "--workdir", str(tmp_path / "run")], capsys)  # fmt: skip
     assert code == 0, err
-    assert ("conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found; to use it: install the "
-            "onednn extra: uv sync --extra onednn)") in " ".join(err.split())  # fmt: skip
+    assert (f"conv_backend auto: xla (oneDNN is not usable here: oneDNN 3.x was not found; to use it: {onednn.HINT})"
+            in " ".join(err.split()))  # fmt: skip
     assert json.loads((tmp_path / "run" / "env.json").read_text())["conv_backend_note"].startswith(
         "conv_backend auto: xla (oneDNN is not usable here")
     assert "(training only)" in out  # xla: no oneDNN remark in the summary
@@ -705,3 +756,15 @@ def test_the_cli_tunes_malloc_for_commands_that_run_jax_only(monkeypatch, capsys
     assert code == 0 and calls == []
     code, _, _ = _cli(["data", "info", "digits"], capsys)
     assert code == 0 and calls == [1]
+
+
+def test_custom_call_overlap_counts_other_threads_only():
+    """A profile's custom-call overlap: XLA ops on other threads during a call count, the call's own thread not."""
+    from cnncli.train.profiling import _custom_call_overlap
+
+    spans = [(0.0, 1000.0, "t1", True),  # a oneDNN call on t1, 1 ms
+             (500.0, 1500.0, "t2", False),  # half of it under an op on t2: 0.5 ms
+             (100.0, 200.0, "t1", False),  # same thread: not an overlap
+             (2000.0, 2600.0, "t2", True), (1900.0, 2100.0, "t1", False), (2500.0, 3000.0, "t1", False)]  # fmt: skip
+    total, overlap = _custom_call_overlap(spans)
+    assert total == pytest.approx(1.6) and overlap == pytest.approx(0.5 + 0.1 + 0.1)

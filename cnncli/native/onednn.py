@@ -1,12 +1,13 @@
-"""Optional oneDNN convolutions for the CPU, as XLA FFI custom calls.
+"""oneDNN convolutions for the CPU, as XLA FFI custom calls.
 
-``[train] conv_backend = "onednn"`` sends every channels-last convolution of the
-train step (forward, backward-data, backward-weights) to oneDNN, the library
-PyTorch's CPU convolutions use, instead of XLA's own CPU kernels. It is optional:
-install the ``onednn`` extra (``uv sync --extra onednn``: Intel's oneDNN 3.x CPU
-build, about 165 MB) and have g++ on the PATH. The first use compiles
-``onednn_conv.cc`` against jaxlib's FFI headers (about 5 s) into cnncli's cache
-(``~/.cache/cnncli/native``, or ``$CNNCLI_CACHE_DIR/native``), keyed by the source,
+``[train] conv_backend = "onednn"`` (and ``"auto"``, the default, on one CPU device)
+sends every channels-last convolution of the train step (forward, backward-data,
+backward-weights) to oneDNN, the library PyTorch's CPU convolutions use, instead of
+XLA's own CPU kernels. oneDNN comes with cnncli on Linux x86-64 (the
+``onednn-cpu-gomp`` and ``onednn-devel-cpu-gomp`` wheels: Intel's oneDNN 3.2 CPU build
+and its headers, about 165 MB); the first use compiles ``onednn_conv.cc`` against
+jaxlib's FFI headers with g++ (seconds) into cnncli's cache
+(``~/.cache/cnncli/native``, or ``$CNNCLI_CACHE_DIR/native``: `cnncli.config.cache`), keyed by the source,
 jax's version and the oneDNN found; later uses load it.
 
 `conv` has the meaning of ``lax.conv_general_dilated`` with channels-last
@@ -41,12 +42,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnncli.arith.formulas import conv_output
+from cnncli.config.cache import cache_path
 from cnncli.errors import CnnCliError
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGETS = ("cnncli_onednn_conv_fwd", "cnncli_onednn_conv_bwd_data", "cnncli_onednn_conv_bwd_weights")
 SUMS_TARGETS = ("cnncli_channel_sums", "cnncli_channel_sums_relu")
-HINT = "install the optional oneDNN build with `uv sync --extra onednn` (or set CNNCLI_ONEDNN_ROOT to a oneDNN 3.x prefix), and have g++ on the PATH"
+HINT = ("oneDNN comes with cnncli on Linux x86-64 (the onednn-cpu-gomp and onednn-devel-cpu-gomp wheels; "
+        "elsewhere set CNNCLI_ONEDNN_ROOT to a oneDNN 3.x prefix), and its first use needs g++ on the PATH; "
+        'train.conv_backend = "xla" keeps XLA\'s own kernels')
 
 
 class OneDNNUnavailable(CnnCliError):
@@ -60,7 +64,7 @@ def find_root() -> Path:
             return Path(env)
         raise OneDNNUnavailable(
             f"CNNCLI_ONEDNN_ROOT={env} is not a oneDNN 3.x prefix (it needs include/oneapi/dnnl/dnnl.hpp and lib/libdnnl.so)",
-            hint="point it at a oneDNN 3.x installation, or unset it to use the onednn extra",
+            hint="point it at a oneDNN 3.x installation, or unset it to use the oneDNN installed with cnncli",
         )
     candidates = [Path(sys.prefix), Path(sys.base_prefix)]
     if site.USER_BASE:  # pip install --user puts the wheel's data files here
@@ -93,21 +97,68 @@ def _major(header: Path) -> int:
 
 
 def cache_dir() -> Path:
-    """Where built extensions are kept (``$CNNCLI_CACHE_DIR/native`` or ``~/.cache/cnncli/native``)."""
-    base = os.environ.get("CNNCLI_CACHE_DIR")
-    if base and base != "off":
-        return Path(base) / "native"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cnncli" / "native"
+    """Where built extensions are kept: ``native/`` in cnncli's cache (`cnncli.config.cache`:
+    ``$CNNCLI_CACHE_DIR``, else ``~/.cache/cnncli``). With ``CNNCLI_CACHE_DIR=off``, a folder
+    of this process's own, removed at exit (each process compiles the extension again)."""
+    return cache_path("native") or _private_dir()
+
+
+@functools.cache
+def _private_dir() -> Path:
+    import atexit
+
+    path = Path(tempfile.mkdtemp(prefix="cnncli-native-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def build(root: Path | None = None) -> Path:
-    """Compile the extension (or find it already compiled) and return the .so's path."""
+    """Compile the extension (or find it already compiled, or shipped built) and return the .so's path."""
     root = root or find_root()
     out = _built_path(root)
-    if out.is_file():
-        return out
+    if found := _already_built(out) or _shipped(root):
+        return found
     _compile(root, _libdnnl(root), jax.ffi.include_dir(), out)
     return out
+
+
+PREBUILT = Path(__file__).with_name("_prebuilt")  # where a wheel's build hook puts the extension (hatch_build.py)
+
+
+def shipped_name(root: Path) -> str:
+    """The file name of an extension built for this source, jax version and oneDNN build,
+    independent of where they are installed (the build hook compiles in another
+    environment): the digest of the source, jax's version and oneDNN's version and
+    configuration headers."""
+    headers = root / "include" / "oneapi" / "dnnl"
+    key = hashlib.sha256(SOURCE.read_bytes() + f"|{jax.__version__}|".encode() + (headers / "dnnl_version.h").read_bytes()
+                         + (headers / "dnnl_config.h").read_bytes()).hexdigest()[:16]  # fmt: skip
+    return f"libcnncli_onednn-shipped-{key}.so"
+
+
+def _shipped(root: Path) -> Path | None:
+    """The extension that came built with cnncli, when it matches this source, jax and oneDNN
+    (``CNNCLI_NO_PREBUILT=1``: never; the hook then ships none either)."""
+    if os.environ.get("CNNCLI_NO_PREBUILT", "") not in ("", "0"):
+        return None
+    try:
+        path = PREBUILT / shipped_name(root)
+    except OSError:  # a oneDNN prefix without its configuration header
+        return None
+    return path if path.is_file() else None
+
+
+PREBUILT_ENV = "CNNCLI_ONEDNN_PREBUILT"
+
+
+def _already_built(out: Path) -> Path | None:
+    """The extension ``out`` names, in the cache or, read-only, in a folder of
+    ``$CNNCLI_ONEDNN_PREBUILT`` (``os.pathsep``-separated; e.g. another cache's
+    ``native/``, so a test session with an empty cache of its own need not compile it
+    again). The file name holds the digest of the source, jax and the oneDNN prefix, so
+    a file found under it is this build."""
+    extra = [Path(d) / out.name for d in os.environ.get(PREBUILT_ENV, "").split(os.pathsep) if d]
+    return next((p for p in (out, *extra) if p.is_file()), None)
 
 
 def _built_path(root: Path) -> Path:
@@ -125,7 +176,7 @@ def needs_build() -> bool:
         root = find_root()
     except OneDNNUnavailable:
         return False
-    return not _built_path(root).is_file()
+    return _already_built(_built_path(root)) is None and _shipped(root) is None
 
 
 def _compile(root: Path, libdir: Path, include: str, out: Path) -> None:
@@ -155,7 +206,13 @@ def _compile(root: Path, libdir: Path, include: str, out: Path) -> None:
 def _library() -> ctypes.CDLL:
     """Build if needed, load, and register the FFI targets (once per process)."""
     try:
-        path = build()
+        root = find_root()
+        path = build(root)
+        # A shipped extension was linked elsewhere: load this oneDNN first, so that its
+        # libdnnl.so.3 is the one the extension binds to (the dynamic linker matches the
+        # name of a library already loaded); harmless for one built here.
+        dnnl = next((_libdnnl(root) / n for n in ("libdnnl.so.3", "libdnnl.so") if (_libdnnl(root) / n).exists()))
+        ctypes.CDLL(str(dnnl), mode=ctypes.RTLD_GLOBAL)
         lib = ctypes.cdll.LoadLibrary(str(path))
     except OSError as err:  # unreadable cache folder, a broken libgomp or libdnnl, ...
         raise OneDNNUnavailable(f"the oneDNN extension could not be built or loaded: {err}", hint=HINT) from err
@@ -183,7 +240,7 @@ def choices_path(version: str, threads: int) -> Path | None:
     """The file that records this machine's implementation choices for this oneDNN at
     this OpenMP thread count (in `cache_dir`; None with ``CNNCLI_CACHE_DIR=off``: this
     process only). Kernels rank differently on another CPU or thread count."""
-    if os.environ.get("CNNCLI_CACHE_DIR") == "off":
+    if cache_path("native") is None:
         return None
     return cache_dir() / f"onednn-{version}-impls-{_cpu_key()}-{threads}t.tsv"
 

@@ -169,6 +169,9 @@ class ProfileReport:
     categories: dict[str, float] = field(default_factory=dict)  # category -> ms
     compile_seconds: float | None = None  # the step's compile time, when known
     images_per_second: float | None = None  # over the profiled steps (profiler overhead included)
+    # custom calls (oneDNN): their time, and how much of it other threads spent in XLA's ops meanwhile
+    custom_call_ms: float = 0.0
+    custom_call_overlap_ms: float = 0.0
 
     def top(self, n: int = 15) -> list[OpTime]:
         return self.ops[:n]
@@ -259,6 +262,7 @@ def summarize_trace(path: str | Path, n_steps: int = 1, targets: dict[str, str] 
             threads[(e.get("pid"), e.get("tid"))] = e.get("args", {}).get("name", "")
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
+    spans: list[tuple[float, float, object, bool]] = []  # (start, end, thread, is a custom call), microseconds
     for e in events:
         if e.get("ph") != "X" or "dur" not in e:
             continue
@@ -269,13 +273,36 @@ def summarize_trace(path: str | Path, n_steps: int = 1, targets: dict[str, str] 
             continue
         totals[name] += float(e["dur"]) / 1e3  # microseconds -> ms
         counts[name] += 1
+        start = float(e["ts"])
+        spans.append((start, start + float(e["dur"]), (e.get("pid"), e.get("tid")), name in targets))
     ops = sorted((OpTime(f"{n} {targets[n]}" if n in targets else n, targets.get(n) or _category(n), t, counts[n])
                   for n, t in totals.items()), key=lambda o: -o.total_ms)  # fmt: skip
     cats: dict[str, float] = defaultdict(float)
     for op in ops:
         cats[op.category] += op.total_ms
     categories = dict(sorted(cats.items(), key=lambda kv: -kv[1]))
-    return ProfileReport(Path(path).parent, n_steps, math.nan, sum(totals.values()), ops, categories)
+    report = ProfileReport(Path(path).parent, n_steps, math.nan, sum(totals.values()), ops, categories)
+    report.custom_call_ms, report.custom_call_overlap_ms = _custom_call_overlap(spans)
+    return report
+
+
+def _custom_call_overlap(spans: list[tuple[float, float, object, bool]]) -> tuple[float, float]:
+    """Milliseconds in custom calls, and of that, the time other threads ran XLA ops at the same
+    moment: on a 2-core CPU, a oneDNN call (which uses every core) that shares them with XLA's
+    own ops is slowed by both."""
+    calls = sorted(s for s in spans if s[3])
+    others = sorted(s for s in spans if not s[3])
+    total = sum(b - a for a, b, _, _ in calls)
+    overlap, j = 0.0, 0
+    for a, b, thread, _ in calls:
+        while j < len(others) and others[j][1] <= a:  # ops that ended before every later call starts
+            j += 1  # (calls are sorted by start; an op ending before this one's start ends before the next's)
+        for c, d, other, _ in others[j:]:
+            if c >= b:
+                break
+            if other != thread:
+                overlap += max(0.0, min(b, d) - max(a, c))
+    return total / 1e3, overlap / 1e3
 
 
 def format_top_ops(report: ProfileReport, n: int = 15) -> str:
@@ -291,6 +318,10 @@ def format_top_ops(report: ProfileReport, n: int = 15) -> str:
     lines.append(f"{'category':<48} {'ms/step':>9} {'%':>6}")
     for cat, ms in list(report.categories.items())[:10]:
         lines.append(f"{cat[:48]:<48} {ms / per:>9.2f} {100 * ms / total:>5.1f}%")
+    if report.custom_call_ms:
+        lines.append(f"custom calls: {report.custom_call_ms / per:.2f} ms/step; XLA ops on other threads during them: "
+                     f"{report.custom_call_overlap_ms / per:.2f} ms/step "
+                     f"({100 * report.custom_call_overlap_ms / report.custom_call_ms:.1f}%)")  # fmt: skip
     if any(op.category.startswith(("convolution", "conv_general")) for op in report.ops):  # not convert_*
         lines.append("note: XLA CPU runs its own convolutions (conv_general_dilated, convolution*) asynchronously; "
                      "their events time the launch, not the work, which shows as wall time no op accounts for")  # fmt: skip
@@ -316,6 +347,11 @@ def profile_recipe(recipe, workdir: str | Path, n_steps: int = 10) -> ProfileRep
     sess = build_session(recipe, workdir)
     try:
         state, shardings = sess.placement.place_state(fresh_state(sess))  # on a mesh: laid out as the loop does
+        if sess.feed is None:  # streamed: the step takes batches; profiling times the in-memory gather step
+            from cnncli.errors import UsageError
+
+            raise UsageError("--profile times the in-memory train step; this recipe streams its data from disk",
+                             hint="profile a slice that fits: --set data.pipeline=memory --set \"data.train_split=train[:10%]\"")  # fmt: skip
         program = compile_program(sess, state, shardings)
         feed, spe = sess.feed, sess.steps.per_epoch
         report = profile_steps(program.train_step, state, feed.args(feed.permutation(0), 0), n_steps,
