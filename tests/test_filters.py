@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -271,14 +272,39 @@ def run_1d(tmp_path_factory):
 
 
 def test_1d_block_convs_are_listed_and_inspected(run_1d):
-    names = [c.name for c in conv_layers(run_1d)]
-    assert names == ["conv1", "resblock1.conv1", "resblock1.conv2"]
+    layers = conv_layers(run_1d)
+    assert [(c.name, c.response, c.response_relu) for c in layers] == [
+        ("conv1", "relu1", False),
+        ("resblock1.conv1", "resblock1.bn1", True),  # bn1 runs with a fused ReLU
+        ("resblock1.conv2", "resblock1.conv2", False),  # the residual add comes before the ReLU
+    ]
     inner = inspect_layer(run_1d, "resblock1.conv2", compare_init=True, examples=8)
     assert inner.grid.values.shape == (4, 4, 3, 1)  # (filters, channels, k, 1)
-    assert all(s.dead_fraction is None for s in inner.health)  # no ReLU of its own at top level
+    assert all(s.dead_fraction is None for s in inner.health)  # no ReLU of its own
     assert all(s.init_distance is not None for s in inner.health)
-    with pytest.raises(UsageError, match=r"resblock1.conv2 sits inside resblock1: .*top-level conv layers"):
-        inspect_layer(run_1d, "resblock1.conv2", index=0)
+    first = inspect_layer(run_1d, "resblock1.conv1", examples=8)
+    assert all(s.dead_fraction is not None for s in first.health)
+
+
+def test_block_conv_feature_maps_are_its_bn_relu_output(run_1d):
+    """The maps of resblock1.conv1 equal relu(bn1(conv1(...))) computed module by module."""
+    import jax.numpy as jnp
+
+    from cnncli.models.apply import normalize
+    from cnncli.runs.splits import load_eval_split
+
+    data, *_ = load_eval_split(run_1d)
+    rep = inspect_layer(run_1d, "resblock1.conv1", index=1, patches=True, top_k=2, examples=16)
+    m = run_1d.model
+    h = normalize(jnp.asarray(data.x[1:2]), run_1d.data["mean"], run_1d.data["std"])
+    h = m.maxpool1(m.relu1(m.conv1(h)))
+    want = np.maximum(np.asarray(m.resblock1.bn1(m.resblock1.conv1(h)))[0], 0)  # (12, 4)
+    fm = rep.maps
+    assert fm.shown == "resblock1.bn1" and fm.maps.shape == (4, 12)
+    np.testing.assert_allclose(fm.maps, want.T[fm.channels], rtol=1e-5, atol=1e-5)
+    # conv1 k5 (rf 5) -> maxpool 2 (rf 6, jump 2) -> block conv k3: rf 10
+    assert fm.box.rf == (10,) and fm.box.hi[0] - fm.box.lo[0] + 1 == 10
+    assert rep.patches.patches[0][0].pixels.shape == (10, 1)
 
 
 def test_1d_feature_maps_and_patches(run_1d):
@@ -286,3 +312,25 @@ def test_1d_feature_maps_and_patches(run_1d):
     assert rep.maps.maps.shape == (4, 24) and rep.maps.box.rf == (5,)
     assert rep.patches.patches[0][0].pixels.shape == (5, 1)
     assert rep.health[0].dead_fraction is not None
+
+
+def test_cli_lists_and_inspects_block_convs(run_1d, tmp_path, capsys):
+    from helpers import cli
+
+    run = str(run_1d.workdir)
+    code, out, _ = cli(["inspect-filters", run, "--list"], capsys)
+    assert code == 0 and "resblock1.bn1 + relu" in out and "inside a block, its BatchNorm and ReLU" in out
+    code, out, _ = cli(["inspect-filters", run, "--list", "--json"], capsys)
+    layers = json.loads(out)["layers"]
+    assert [(c["name"], c["response"], c["response_relu"]) for c in layers] == [
+        ("conv1", "relu1", False), ("resblock1.conv1", "resblock1.bn1", True),
+        ("resblock1.conv2", "resblock1.conv2", False),
+    ]  # fmt: skip
+    code, out, err = cli(["inspect-filters", run, "-l", "resblock1.conv1", "--index", "0", "--patches", "--top-k", "2",
+                          "--examples", "16", "--json", "-o", str(tmp_path)], capsys)  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["layer"]["name"] == "resblock1.conv1" and data["feature_maps"]["shown"] == "resblock1.bn1"
+    assert data["feature_maps"]["rf_box"]["rf"] == [10] and len(data["patches"]["filters"]) == 4
+    assert all(f["dead_fraction"] is not None for f in data["filters"])
+    assert sorted(data["pngs"]) == ["feature_maps", "filter_grid", "patches"]

@@ -1,7 +1,7 @@
 """A dataset's input shape and class count without loading it (pure Python).
 
 ``conv-arith RECIPE`` needs the input shape a recipe's data will have, in a fraction
-of a second and without numpy: digits are known, npz files are read from the ``.npy``
+of a second and without numpy: digits and mnist1d are known, npz files are read from the ``.npy``
 headers inside the zip, image folders from the recipe's ``image_size``/``channels``.
 """
 
@@ -14,6 +14,7 @@ from array import array
 from pathlib import Path
 
 DIGITS = ((8, 8, 1), 10)
+MNIST1D_LENGTH = 40  # Mnist1dConfig.final_seq_length's default (pydantic is not imported here)
 
 
 def _npy_header(f) -> tuple[dict, int]:
@@ -66,6 +67,9 @@ def peek(data) -> tuple[tuple[int, ...] | None, int | None]:
     source = data.source_spec
     if source.kind == "digits":
         return DIGITS
+    if source.kind == "mnist1d":  # (final_seq_length, 1) signals, 10 classes
+        length = data.mnist1d.final_seq_length if data.mnist1d is not None else MNIST1D_LENGTH
+        return (length, 1), 10
     if source.kind == "npz":
         try:
             return _npz(Path(source.arg))

@@ -1,4 +1,4 @@
-"""The data source string, parsed once: ``digits``, ``npz:PATH``, ``tfds:NAME``, ``folder:PATH``.
+"""The data source string, parsed once: ``digits``, ``mnist1d``, ``npz:PATH``, ``tfds:NAME``, ``folder:PATH``.
 
 A recipe keeps ``data.source`` as the text the user wrote (so ``recipe.json`` and the
 JSON Schema show a plain string); everything else reads it as a `DataSource`
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from cnncli.errors import did_you_mean
 
-SOURCE_KINDS = ("digits", "npz", "tfds", "folder")
+SOURCE_KINDS = ("digits", "mnist1d", "npz", "tfds", "folder")
 NAMED_KINDS = ("npz", "tfds", "folder")  # kinds that need a name or path after the colon
 PATH_KINDS = ("npz", "folder")  # their argument is a path: relative ones resolve against the recipe's folder
-FORMS = "digits, npz:PATH, tfds:NAME, folder:PATH"
+FORMS = "digits, mnist1d, npz:PATH, tfds:NAME, folder:PATH"
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class DataSource:
     Attributes:
         kind: one of `SOURCE_KINDS`.
         arg: the text after the first colon: the npz file, the TFDS name, the image folder
-            (empty for ``digits``).
+            (empty for ``digits`` and ``mnist1d``).
     """
 
     kind: str

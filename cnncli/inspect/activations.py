@@ -25,7 +25,7 @@ import numpy as np
 from cnncli.arith.geometry import analyze
 from cnncli.errors import UsageError, unknown_choice
 from cnncli.inspect.evaluate import softmax
-from cnncli.inspect.probe import batched_responses, conv_layers
+from cnncli.inspect.probe import batched_responses, conv_layers, point_shape
 
 
 @dataclass
@@ -42,39 +42,52 @@ class RFBox:
     clip_hi: tuple[int, ...]
 
 
+def _advance(center: list, jump: list, r) -> None:
+    """Move the centre of output 0's field and the jump through one windowed layer ``r``, in place."""
+    if not (r.kernel and r.padding is not None):
+        return
+    for ax in range(len(center)):
+        lo, s = Fraction(r.padding[ax][0]), Fraction(r.stride[ax])
+        half = Fraction((r.kernel[ax] - 1) * r.dilation[ax], 2)  # (k_eff - 1) / 2
+        if r.kind == "tconv":  # output o reads input (o + lo - t*d) / s
+            center[ax] += (lo - half) * jump[ax] / s
+            jump[ax] /= s
+        else:
+            center[ax] += (half - lo) * jump[ax]
+            jump[ax] *= s
+
+
 def _centers(analysis) -> dict[str, tuple[tuple[Fraction, ...], tuple[Fraction, ...]]]:
-    """Per top-level layer: the input coordinate of the centre of output 0's field, and the jump."""
+    """Per layer and per block part: the input coordinate of the centre of output 0's field, and the jump.
+
+    Blocks walk their main path (the deepest one) in order; the projection shortcut
+    (``.proj``, ``.proj_bn``) starts again from the block's input. Every part is recorded
+    under its dotted name (``resblock1.bn1``), so block convs get boxes too.
+    """
     nsp = len(analysis.input) - 1
     center, jump = [Fraction(0)] * nsp, [Fraction(1)] * nsp
     out = {}
     for row in analysis.layers:
-        if row.children:  # blocks: walk the main path (the deepest one; shortcuts are centred)
-            seq = [c for c in row.children if c.kernel and not c.name.endswith((".proj", ".proj_bn"))]
-        else:
-            seq = [row] if row.kernel and row.padding is not None else []
-        for r in seq:
-            for ax in range(nsp):
-                lo, s = Fraction(r.padding[ax][0]), Fraction(r.stride[ax])
-                half = Fraction((r.kernel[ax] - 1) * r.dilation[ax], 2)  # (k_eff - 1) / 2
-                if r.kind == "tconv":  # output o reads input (o + lo - t*d) / s
-                    center[ax] += (lo - half) * jump[ax] / s
-                    jump[ax] /= s
-                else:
-                    center[ax] += (half - lo) * jump[ax]
-                    jump[ax] *= s
+        side_center, side_jump = list(center), list(jump)
+        for r in row.children or [row]:
+            on_side = r.name.endswith((".proj", ".proj_bn"))
+            c, j = (side_center, side_jump) if on_side else (center, jump)
+            _advance(c, j, r)
+            out[r.name] = (tuple(c), tuple(j))
         out[row.name] = (tuple(center), tuple(jump))
     return out
 
 
 def rf_box(analysis, layer: str, position: tuple[int, ...]) -> RFBox:
-    """The receptive-field box of ``position`` in the output of top-level ``layer``.
+    """The receptive-field box of ``position`` in the output of ``layer``.
 
     Args:
         analysis: `cnncli.arith.geometry.analyze` of the run's specs and input shape (`run_analysis`).
-        layer: a top-level layer name with spatial output.
+        layer: a layer name with spatial output, or a part of a block (``resblock1.bn1``).
         position: an output index per spatial axis.
     """
     rows = {r.name: r for r in analysis.layers}
+    rows.update({c.name: c for r in analysis.layers for c in (r.children or [])})
     row = rows[layer]
     center, jump = _centers(analysis)[layer]
     size = analysis.input[:-1]
@@ -97,28 +110,27 @@ def crop(x: np.ndarray, box: RFBox) -> np.ndarray:
 
 
 # ----------------------------------------------------------- which layer
-def shown_layer(run, name: str) -> tuple[str, str]:
-    """``(named, shown)``: the layer asked for and the top-level layer whose output is drawn.
+def shown_layer(run, name: str) -> tuple[str, str, bool]:
+    """``(named, shown, relu)``: the layer asked for, the point whose output is drawn, and
+    whether a ReLU fused into that point is applied when reading it.
 
-    A top-level conv shows its response (the activation after it, through bn/dropout).
+    A conv shows its response (`cnncli.inspect.probe.ConvInfo.response`): for a
+    top-level conv the activation after it (through bn/dropout), for a conv inside a
+    block its BatchNorm and fused ReLU, or its own output.
 
     Raises:
-        UsageError: an unknown name, a conv inside a block, a layer without spatial output,
-            or a 3-D model.
+        UsageError: an unknown name, a layer without spatial output, or a 3-D model.
     """
     names = list(run.model.layer_names)
     convs = {c.name: c for c in conv_layers(run)}
-    if name in convs and not convs[name].top_level:
-        block = name.split(".")[0]
-        top = [c for c in convs if convs[c].top_level]
-        raise UsageError(
-            f"{name} sits inside {block}: feature maps and patches are read at top-level conv layers",
-            hint=f"use --layer with one of: {', '.join(top)}" if top else "this model has no top-level conv",
-        )
-    if name not in names:
-        raise UsageError(unknown_choice("layer", name, names))
-    shown = convs[name].response if name in convs else name
-    shape = run.model.layer_shapes[names.index(shown)]
+    if name in convs:
+        shown, relu = convs[name].response, convs[name].response_relu
+    elif name in names:
+        shown, relu = name, False
+    else:
+        raise UsageError(unknown_choice("layer", name, names + [c for c in convs if c not in names]),
+                         hint="conv layers as inspect-filters --list names them")  # fmt: skip
+    shape = point_shape(run, shown)
     if len(shape) < 2:
         raise UsageError(
             f"{shown} has no spatial output (shape {'x'.join(map(str, shape))})",
@@ -128,7 +140,7 @@ def shown_layer(run, name: str) -> tuple[str, str]:
     if len(run.input_shape) > 3:
         raise UsageError("feature maps and patches are drawn for 1-D and 2-D inputs only",
                          hint="filter grids and the health table work for 3-D")  # fmt: skip
-    return name, shown
+    return name, shown, relu
 
 
 def run_analysis(run):
@@ -162,10 +174,11 @@ class FeatureMaps:
 
 def feature_maps(run, layer: str, x: np.ndarray, *, input_name: str, label: int | None = None) -> FeatureMaps:
     """Activations of ``layer`` for one raw input ``x (*input_shape)``, and the model's prediction."""
-    named, shown = shown_layer(run, layer)
+    named, shown, relu = shown_layer(run, layer)
     last = run.model.layer_names[-1]
     (_, _, acts), = batched_responses(run, x[None], [shown, last], batch_size=1)
     a = acts[shown][0]  # (*spatial, C)
+    a = np.maximum(a, 0) if relu else a
     probs = softmax(acts[last].reshape(1, -1))[0]
     maps = np.moveaxis(a, -1, 0)
     means = maps.reshape(len(maps), -1).mean(axis=1)
@@ -211,16 +224,18 @@ def top_patches(run, layer: str, x: np.ndarray, y: np.ndarray, *, filters: int =
     Each example counts once per filter, at its peak position; the patch is that
     position's receptive field.
     """
-    named, shown = shown_layer(run, layer)
-    nf = min(filters, run.model.layer_shapes[run.model.layer_names.index(shown)][-1])
+    named, shown, relu = shown_layer(run, layer)
+    shape = point_shape(run, shown)
+    nf = min(filters, shape[-1])
     peaks = np.zeros((len(x), nf), np.float32)
     where = np.zeros((len(x), nf), np.int64)
     for start, stop, acts in batched_responses(run, x, [shown]):
         a = acts[shown][..., :nf]
+        a = np.maximum(a, 0) if relu else a
         flat = a.reshape(len(a), -1, nf)
         where[start:stop] = flat.argmax(axis=1)
         peaks[start:stop] = flat.max(axis=1)
-    spatial = run.model.layer_shapes[run.model.layer_names.index(shown)][:-1]
+    spatial = shape[:-1]
     analysis = run_analysis(run)
     out = []
     for f in range(nf):

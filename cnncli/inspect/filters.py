@@ -29,7 +29,7 @@ import numpy as np
 from cnncli.arith.layers import Activation
 from cnncli.errors import CheckpointError, CnnCliError, UsageError
 from cnncli.inspect.activations import ActivatingPatches, FeatureMaps, feature_maps, top_patches
-from cnncli.inspect.probe import ConvInfo, batched_responses, conv_layers, find_conv
+from cnncli.inspect.probe import ConvInfo, batched_responses, conv_layers, find_conv, read_response
 from cnncli.pictures.kernels import FilterGrid, filter_grid
 
 NEAR_ZERO_RATIO = 0.01  # L2 norm below 1% of the layer's median filter norm
@@ -124,16 +124,20 @@ def init_kernel(run, name: str) -> np.ndarray:
 def dead_fractions(run, info: ConvInfo, x: np.ndarray) -> np.ndarray | None:
     """Per filter, the fraction of examples of ``x`` on which its ReLU output is 0 everywhere.
 
-    None when the filter has no ReLU response (no relu after it, or it sits in a block).
+    None when the filter has no ReLU response (no relu after it; inside a block, no ReLU
+    fused into the BatchNorm after it).
     """
-    if info.response is None or info.response == info.name or len(x) == 0:
+    if len(x) == 0:
         return None
-    spec = run.specs[list(run.model.layer_names).index(info.response)]
-    if not isinstance(spec, Activation) or spec.kind not in DEAD_ACTIVATIONS:
-        return None
+    if not info.response_relu:
+        if info.response == info.name:
+            return None
+        spec = run.specs[list(run.model.layer_names).index(info.response)]
+        if not isinstance(spec, Activation) or spec.kind not in DEAD_ACTIVATIONS:
+            return None
     dead = np.zeros(info.filters)
     for _, _, acts in batched_responses(run, x, [info.response]):
-        a = acts[info.response]
+        a = read_response(info, acts[info.response])
         alive = (a > 0).reshape(len(a), -1, a.shape[-1]).any(axis=1)  # (B, F)
         dead += (~alive).sum(axis=0)
     return dead / len(x)

@@ -5,10 +5,14 @@ Shared by `cnncli.inspect.filters` (grids, health, dead fractions) and
 the other back (filters -> activations -> probe).
 
 - `conv_layers` / `find_conv`: every conv with the names the recipe's layer table
-  uses (``conv1``, ``resblock1.conv2``) and the top-level layer where its response is
-  read (the activation after it, through ``bn``/``dropout``).
-- `response_fn` / `batched_responses`: the outputs of chosen top-level layers for raw
-  inputs, normalized as in training, in fixed-size padded batches (one compile).
+  uses (``conv1``, ``resblock1.conv2``) and the point where its response is read: for a
+  top-level conv the activation after it (through ``bn``/``dropout``); for a conv inside
+  a block the BatchNorm its ReLU is fused into (``resblock1.conv1`` -> ``resblock1.bn1``,
+  then ReLU: ``response_relu``), or the conv's own output where no ReLU of its own follows
+  (``resblock1.conv2``: the residual add comes first).
+- `response_fn` / `batched_responses`: the outputs of chosen points (top-level layers or
+  the dotted points of `cnncli.models.capture`) for raw inputs, normalized as in
+  training, in fixed-size padded batches (one compile); `point_shape` their shapes.
 """
 
 from __future__ import annotations
@@ -34,8 +38,24 @@ class ConvInfo:
     groups: int
     kernel_shape: tuple[int, ...]  # (*kernel_size, in_channels / groups, filters)
     params: int
-    top_level: bool  # a layer of the recipe's list (feature maps and patches need one)
-    response: str | None  # the top-level layer where its response is read, or None
+    top_level: bool  # a layer of the recipe's list (False: inside a residual or dense block)
+    response: str  # the point where its response is read: a layer name or a dotted capture point
+    response_relu: bool = False  # a ReLU fused into the ``response`` BatchNorm: applied when reading it
+
+
+# Block convs whose BatchNorm runs with a fused ReLU (`cnncli.models.blocks`): conv -> that BN.
+_FUSED_RELU = {"ResBlock": {"conv1": "bn1"}, "Bottleneck": {"conv1": "bn1", "conv2": "bn2"},
+               "DenseLayer": {"conv1": "bn2"}}  # fmt: skip
+
+
+def _block_response(model, name: str) -> tuple[str, bool]:
+    """(point, relu) where a conv inside a block responds: its BN + ReLU, or its own output."""
+    *parent_path, attr = name.split(".")
+    parent = model
+    for part in parent_path:
+        parent = getattr(parent, part)
+    bn = _FUSED_RELU.get(type(parent).__name__, {}).get(attr)
+    return (".".join((*parent_path, bn)), True) if bn else (name, False)
 
 
 def conv_layers(run) -> list[ConvInfo]:
@@ -48,18 +68,19 @@ def conv_layers(run) -> list[ConvInfo]:
         kernel = module.kernel[...]
         groups = int(getattr(module, "feature_group_count", 1) or 1)
         kind = "tconv" if isinstance(module, nnx.ConvTranspose) else "conv"
-        response = None
         if name in names:
             i = names.index(name)
             j = i + 1
             while j < len(specs) and isinstance(specs[j], (Norm, Dropout)):
                 j += 1
-            response = names[j] if j < len(specs) and isinstance(specs[j], Activation) else name
+            response, relu = (names[j] if j < len(specs) and isinstance(specs[j], Activation) else name), False
+        else:
+            response, relu = _block_response(run.model, name)
         out.append(ConvInfo(
             name=name, kind=kind, kernel_size=tuple(kernel.shape[:-2]), in_channels=int(kernel.shape[-2]) * groups,
             filters=int(kernel.shape[-1]), groups=groups, kernel_shape=tuple(kernel.shape),
             params=int(kernel.size) + (int(module.bias.shape[0]) if module.bias is not None else 0),
-            top_level=name in names, response=response,
+            top_level=name in names, response=response, response_relu=relu,
         ))  # fmt: skip
     return out
 
@@ -85,22 +106,41 @@ def find_conv(run, name: str | None) -> tuple[ConvInfo, np.ndarray]:
 
 
 # ------------------------------------------------------------- responses
+def point_shape(run, name: str) -> tuple[int, ...]:
+    """Per-example output shape of a top-level layer or a dotted capture point (no compute)."""
+    names = list(run.model.layer_names)
+    if name in names:
+        return tuple(run.model.layer_shapes[names.index(name)])
+    from cnncli.models.capture import point_shape as capture_shape
+
+    return capture_shape(run.model, name)
+
+
+def read_response(info: ConvInfo, activation: np.ndarray) -> np.ndarray:
+    """A conv's response from the activation at ``info.response`` (ReLU applied where it is fused)."""
+    return np.maximum(activation, 0) if info.response_relu else activation
+
+
 def response_fn(run, names: list[str]):
-    """A jitted ``x_raw (B, *input_shape) -> {name: activation}`` for top-level layers."""
+    """A jitted ``x_raw (B, *input_shape) -> {name: activation}`` for layers or dotted capture points."""
     import jax
     from flax import nnx
 
     from cnncli.models.apply import normalize
+    from cnncli.models.capture import activation_at
     from cnncli.models.model import forward_with_activations
 
     graphdef, state = nnx.split(run.model)
     mean, std = run.data["mean"], run.data["std"]
+    top = [n for n in names if n in run.model.layer_names]
+    inner = [n for n in names if n not in top]
 
     @jax.jit
     def fn(state, x):
         model = nnx.merge(graphdef, state, copy=True)
-        _, acts = forward_with_activations(model, normalize(x, mean, std), names)
-        return acts
+        x = normalize(x, mean, std)
+        _, acts = forward_with_activations(model, x, top) if top else (None, {})
+        return {**acts, **{n: activation_at(model, x, n) for n in inner}}
 
     return lambda x: {k: np.asarray(v) for k, v in fn(state, x).items()}
 
