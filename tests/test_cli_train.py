@@ -20,7 +20,11 @@ def test_json_lines_parse_and_carry_the_pinned_keys(tmp_path, capsys):
     for key in ("eval_accuracy", "eval_loss", "train_loss", "epochs", "steps", "train_seconds", "compile_seconds",
                 "images_per_second", "workdir", "devices", "processes", "conv_backend"):  # fmt: skip
         assert key in final, key
-    assert final["epochs"] == 2 and final["workdir"] == str(tmp_path / "w") and final["conv_backend"] == "xla"
+    assert final["epochs"] == 2 and final["workdir"] == str(tmp_path / "w")
+    env = json.loads((tmp_path / "w" / "env.json").read_text())  # the default, auto, chose one and said why
+    assert final["conv_backend"] == env["conv_backend"] in ("xla", "onednn")
+    assert final["conv_backend_note"] == env["conv_backend_note"]
+    assert final["conv_backend_note"].startswith(f"conv_backend auto: {final['conv_backend']} (")
     assert final["images_per_second"] > 0 and final["compile_seconds"] > 0
 
 
@@ -56,7 +60,7 @@ def test_bad_recipe_exits_1_with_the_message_and_no_traceback(tmp_path, capsys):
 def test_bad_override_and_missing_file(tmp_path, capsys):
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     code, _, err = cli(["train", str(recipe), "--set", "train.epochs=0"], capsys)
-    assert code == 1 and "`train.epochs`: Input should be greater than or equal to 1" in err
+    assert code == 2 and "`train.epochs`: Input should be greater than or equal to 1" in err  # a --set error is usage
     code, _, err = cli(["train", str(tmp_path / "missing.toml")], capsys)
     assert code == 1 and "recipe file not found" in err
 

@@ -113,7 +113,7 @@ def test_every_source_kind_has_a_loader():
 def test_an_unknown_source_names_the_valid_ones():
     with pytest.raises(DataError, match="unknown data source 'hdf5:x.h5'") as info:
         load_split("hdf5:x.h5", "train")
-    assert "use digits, npz:PATH, tfds:NAME or folder:PATH" in str(info.value)
+    assert "use digits, mnist1d, npz:PATH, tfds:NAME or folder:PATH" in str(info.value)
 
 
 def test_split_sizes_of_digits_and_npz_count_train_and_test(tmp_path):

@@ -134,8 +134,8 @@ def test_a_batch_that_does_not_split_names_the_nearest_sizes(tmp_path):
     recipe = write_recipe(tmp_path, TINY_RECIPE)
     cmd = [sys.executable, "-m", "cnncli.cli.app", "train", str(recipe), "--workdir", str(tmp_path / "w"), "--set", "data.batch_size=62"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env_with(4))
-    assert proc.returncode == 1  # a recipe value that does not fit this machine
-    assert "error: data.batch_size = 62 does not split over 4 devices" in proc.stderr
+    assert proc.returncode == 2  # a --set value that does not fit this machine: a usage error naming the --set
+    assert "error: --set data.batch_size=62: data.batch_size = 62 does not split over 4 devices" in proc.stderr
     assert "use a multiple of 4: 60, 64" in proc.stderr
     assert not (tmp_path / "w").exists()  # refused before the run directory is written
 
@@ -182,6 +182,6 @@ def test_a_mesh_larger_than_the_machine_is_a_recipe_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", str(recipe), "--workdir", str(tmp_path / "w"), "--set", "train.mesh={data = 3}", "--json"])
     err = capsys.readouterr().err
-    assert info.value.code == 1
-    assert "train.mesh = {data = 3, model = 1} needs 3 devices; JAX sees 1" in err
+    assert info.value.code == 2  # from a --set: a usage error naming it
+    assert "error: --set train.mesh={data = 3}: train.mesh = {data = 3, model = 1} needs 3 devices; JAX sees 1" in err
     assert not (tmp_path / "w").exists()

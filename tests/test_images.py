@@ -8,8 +8,8 @@ from PIL import Image
 
 from cnncli.inspect.activations import ActivatingPatches, FeatureMaps, Patch, RFBox
 from cnncli.inspect.evaluate import Mistake
-from cnncli.pictures.kernels import filter_grid
 from cnncli.pictures import figures, images
+from cnncli.pictures.kernels import filter_grid
 
 
 def _read(path):

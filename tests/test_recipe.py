@@ -104,7 +104,7 @@ def test_unknown_source(tmp_path):
     path = write(tmp_path, GOOD.replace('"digits"', '"digit"'))
     assert error_of(path) == (
         f"{path}:2: `data.source`: unknown data source 'digit'; did you mean 'digits'? "
-        "(valid: digits, npz:PATH, tfds:NAME, folder:PATH)"
+        "(valid: digits, mnist1d, npz:PATH, tfds:NAME, folder:PATH)"
     )
 
 

@@ -29,8 +29,8 @@ def test_parse_round_trips(text, kind, arg, stem):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("digit", "unknown data source 'digit'; did you mean 'digits'? (valid: digits, npz:PATH, tfds:NAME, folder:PATH)"),
-        ("hdf5:x.h5", "unknown data source 'hdf5:x.h5' (valid: digits, npz:PATH, tfds:NAME, folder:PATH)"),
+        ("digit", "unknown data source 'digit'; did you mean 'digits'? (valid: digits, mnist1d, npz:PATH, tfds:NAME, folder:PATH)"),
+        ("hdf5:x.h5", "unknown data source 'hdf5:x.h5' (valid: digits, mnist1d, npz:PATH, tfds:NAME, folder:PATH)"),
         ("npz", "npz needs a name or path: npz:..."),
         ("tfds:", "tfds needs a name or path: tfds:..."),
     ],

@@ -28,17 +28,23 @@ def _p(pads: tuple[int, int]) -> str:
 def _remainder_note(i: int, k: int, s: int, pads: tuple[int, int], d: int) -> list[str]:
     ke = arith.effective_kernel(k, d)
     span = i + pads[0] + pads[1] - ke
+    u = arith.unused(i, k, s, pads, d)
     notes = []
     if span % s:
-        u = arith.unused(i, k, s, pads, d)
-        lost = f"{u.tail_pixels} of them input pixels" if u.tail_pixels else "padding only: no input pixel is lost"
+        q, r = divmod(span, s)
+        n = u.tail_pixels
+        lost = (f"{n} of them {'is an input pixel' if n == 1 else 'are input pixels'}" if n
+                else "all of them padding, so the floor itself drops no input pixel")  # fmt: skip
         notes.append(
-            f"({i} + {pads[0]} + {pads[1]} - {ke}) / {s} = {span / s:g} is not an integer: the floor drops "
-            f"the last {span % s} position(s) of the padded input ({lost})"
+            f"({i} + {pads[0]} + {pads[1]} - {ke}) / {s} = {span}/{s} is not an integer ({span} = {q}*{s} + {r}): "
+            f"the floor drops the last {r} position(s) of the padded input ({lost})"
         )
-    gaps = arith.unused(i, k, s, pads, d).gap_pixels
-    if gaps:
-        notes.append(f"the window ({ke} wide) is narrower than the stride: {gaps} of {i} input pixels fall between windows")
+    if u.gap_pixels:
+        if d > 1 and ke >= s:  # the window is wide, but the dilated kernel reads only every d-th pixel of it
+            why = f"dilation {d} reads one pixel in {d} of the {ke}-wide window, and stride {s} does not fill the holes"
+        else:
+            why = f"the window ({ke} wide) is narrower than the stride ({s})"
+        notes.append(f"{why}: {u.gap_pixels} of {i} input pixels fall between windows and are never read")
     return notes
 
 
@@ -49,9 +55,10 @@ def _pad_notes(pad, i: int, k: int, s: int, d: int, pads: tuple[int, int]) -> li
         notes.append(f"dilation {d}: the kernel spans d*(k-1) + 1 = {ke} pixels")
     if pad == "same":
         total = pads[0] + pads[1]
+        odd = " (the odd pixel goes at the end, as in XLA, TensorFlow and PyTorch)" if total % 2 else ""
         notes.append(
             f"same: total = max((ceil({i}/{s}) - 1)*{s} + {ke} - {i}, 0) = {total}; lo = {total}//2 = {pads[0]}, "
-            f"hi = {pads[1]} (the odd pixel goes at the end, as in XLA, TensorFlow and PyTorch)"
+            f"hi = {pads[1]}{odd}"
         )
     elif pad == "full":
         notes.append(f"full: lo = hi = d*(k-1) = {ke - 1}: every partial overlap counts")

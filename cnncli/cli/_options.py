@@ -45,6 +45,19 @@ def checkpoint_arg(text: str) -> str | int:
     text = text.strip().lower()
     if text in ("latest", "best"):
         return text
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not `²`: isdigit takes it, int refuses it
         return int(text)
     raise UsageError(f"--checkpoint {text!r}: expected latest, best or a step number", hint="e.g. --checkpoint 220")
+
+
+def source_arg(text: str | None) -> str | None:
+    """A ``--source`` value (``digits``, ``npz:PATH``, ...); an unknown kind is a usage error (exit 2)."""
+    if text is None:
+        return None
+    from cnncli.config.source import FORMS, DataSource
+
+    try:
+        DataSource.parse(text)
+    except ValueError as err:
+        raise UsageError(f"--source: {err}", hint=f"a source is one of {FORMS}") from None
+    return text

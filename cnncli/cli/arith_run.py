@@ -79,7 +79,22 @@ def _stack_shape(text: str, example: tuple[int, ...]) -> tuple[int, ...]:
             f"INPUT {text} is a bare size; a layer stack needs a channels-last shape",
             hint=f"e.g. {like} (spatial sizes, then channels; {text}x1 for a 1-D signal)",
         )
+    if len(shape) == 2 and shape[0] == shape[1] and shape[1] > 4:  # an image's size, channels forgotten?
+        n = shape[0]
+        raise UsageError(
+            f"INPUT {text} is ambiguous: two numbers are a 1-D signal (length {n}, {n} channels), "
+            f"but {text} looks like an image's height and width",
+            hint=f"for an image add its channels: {text}x1 (grey) or {text}x3 (RGB); a 1-D signal is LENGTHxCHANNELS, e.g. {n}x1",
+        )
     return shape
+
+
+def one_d_warning(shape: tuple[int, ...], text: str) -> str | None:
+    """A 2-number INPUT with more channels than an image has: say that it is read as 1-D."""
+    if len(shape) == 2 and shape[1] > 4:
+        return (f"INPUT {text} is read as a 1-D signal: length {shape[0]}, {shape[1]} channels "
+                f"(for a {text} image write {text}x1 or {text}x3)")  # fmt: skip
+    return None
 
 
 def _from_recipe(o: Options) -> tuple[list, tuple[int, ...], str | None, int | None]:
@@ -99,7 +114,7 @@ def _from_recipe(o: Options) -> tuple[list, tuple[int, ...], str | None, int | N
     classes = o.classes or num_classes(recipe, data_classes)
     arch = model.arch
     specs = list(layer_specs(recipe, classes))  # the tokens as parsed when the recipe was validated
-    shape = parse_shape(o.shape) if o.shape else _recipe_shape(data_shape, arch)
+    shape = _stack_shape(o.shape, (28, 28, 1)) if o.shape else _recipe_shape(data_shape, arch)
     return specs, shape, f"{o.input}" + (f" ({arch})" if arch else ""), classes
 
 
@@ -121,7 +136,8 @@ def stack(o: Options) -> None:
     analysis = geometry.analyze(
         specs, shape, num_classes=classes, count_bias=o.count_bias, count_norm=o.count_norm, count_pool=o.count_pool
     )
-    print_analysis(analysis, title=title, as_json=o.json)
+    notes = [w for w in [one_d_warning(shape, o.input)] if w] if o.input and not is_recipe(o.input) else []
+    print_analysis(analysis, title=title, as_json=o.json, warnings=notes)
 
 
 def tokens_form(o: Options) -> None:

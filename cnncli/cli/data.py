@@ -24,7 +24,7 @@ data_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-SourceArg = Annotated[str, typer.Argument(help="tfds:NAME, folder:PATH, digits or npz:PATH.", show_default=False)]
+SourceArg = Annotated[str, typer.Argument(help="digits, mnist1d, npz:PATH, tfds:NAME or folder:PATH.", show_default=False)]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="TFDS data directory (default: TFDS's own: $TFDS_DATA_DIR or ~/tensorflow_datasets)."),
@@ -105,6 +105,17 @@ def _config(source: str, **fields):
         raise UsageError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
 
 
+def _recipe_data(source: str, **fields):
+    """A recipe file's ``[data]`` (with the command line's overrides), or None when ``source`` is a source."""
+    path = Path(source)
+    if path.suffix not in (".toml", ".yaml", ".yml") or not path.is_file():
+        return None
+    from cnncli.config.recipe import load_recipe
+
+    data = load_recipe(path, []).data
+    return data.model_copy(update={k: v for k, v in fields.items() if v is not None})
+
+
 def _grid_path(source: str) -> Path:
     """The default sample grid: ``<source>-samples.png`` here, e.g. ``tfds-cifar10-samples.png``."""
     slug = re.sub(r"[^\w.-]+", "_", source.rsplit("/", 1)[-1].replace(":", "-")).strip("_") or "data"
@@ -122,21 +133,29 @@ def info(
     label_key: Annotated[str | None, typer.Option("--label-key", help="TFDS feature holding the label.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Classes, split sizes, image shape, per-channel mean/std and a PNG grid of samples per class.
+    """Classes, split sizes, image shape, per-channel mean/std, the pipeline it gets, and a PNG grid per class.
 
-    The grid goes to `--out` (default: `<source>-samples.png` here).
+    The grid goes to `--out` (default: `<source>-samples.png` here). Given a recipe file
+    instead of a source, its `[data]` table is described, with the pipeline (memory or
+    stream) that recipe gets and why (split sizes against `data.memory_budget_mb`). A
+    split over the budget is described from a fixed sample, never read whole.
 
     Examples:
 
       cnncli data info tfds:cifar10
+
+      cnncli data info recipes/imagenette.toml
 
       cnncli data info folder:photos --split train --out photos.png
     """
     from cnncli.data.summary import class_rows, summarize_split
     from cnncli.report import data as report_data
 
-    cfg = _config(source, data_dir=str(data_dir) if data_dir else None, image_key=image_key, label_key=label_key)
-    summary, data = _loading(summarize_split, cfg, split)
+    recipe_cfg = _recipe_data(source, data_dir=str(data_dir) if data_dir else None, image_key=image_key,
+                              label_key=label_key)  # fmt: skip
+    cfg = recipe_cfg or _config(source, data_dir=str(data_dir) if data_dir else None, image_key=image_key,
+                                label_key=label_key)  # fmt: skip
+    summary, data = _loading(summarize_split, cfg, split, recipe_cfg)
     grid = None
     if per_class and len(data.y) and data.x.ndim == 4:
         images, labels = class_rows(data, summary.classes, summary.value_range, per_class)
@@ -168,11 +187,13 @@ def preview(
 
     from cnncli.config.recipe import load_recipe
     from cnncli.data.sources import load_dataset
+    from cnncli.data.stream import open_stream_dataset, plan_pipeline
     from cnncli.report import data as report_data
     from cnncli.train.preview import augmented_batch
 
     loaded = load_recipe(recipe, list(set_ or []))
-    data = _loading(load_dataset, loaded.data)
+    streamed = plan_pipeline(loaded.data).kind == "stream"  # only step 1's examples are decoded
+    data = _loading(open_stream_dataset if streamed else load_dataset, loaded.data)
     images, targets = augmented_batch(loaded, data, count)
     if images.ndim != 4:
         raise UsageError(f"preview draws 2-D images; this data has examples of shape {data.input_shape}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnncli.cli._options import CheckpointOpt, EmaOpt, JsonOpt, RunArg, checkpoint_arg
+from cnncli.cli._options import CheckpointOpt, EmaOpt, JsonOpt, RunArg, checkpoint_arg, source_arg
 
 
 def eval_run(
@@ -59,12 +59,26 @@ def eval_run(
     from cnncli.runs.load import load_run
     from cnncli.runs.splits import load_eval_split
 
+    source = source_arg(source)
     loaded = load_run(run, checkpoint_arg(checkpoint), ema=ema)
     data, split_name, source_name, warnings = load_eval_split(loaded, split, source)
     result = evaluate_split(loaded, data, split=split_name, source=source_name, worst=worst, warnings=warnings)
     out_dir = out if out is not None else loaded.workdir / "eval" / _slug(source_name, loaded, split_name)
-    pngs = figures.write_eval_pngs(result, data.x, loaded.data.get("value_range") or (0, 255), out_dir)
+    value_range = loaded.data.get("value_range") or (0, 255)
+    pngs = write_pngs(lambda: figures.write_eval_pngs(result, data.x, value_range, out_dir), out_dir, result.warnings)
     print_eval(result, pngs, json_out=json_out, worst_asked=worst)
+
+
+def write_pngs(write, out_dir: Path, warnings: list[str]) -> dict:
+    """Run ``write`` (PNGs into ``out_dir``): its ``{name: path}``, or ``{}`` and a warning when the
+    folder cannot be written (read-only, full, a file in the way); the results print either way."""
+    try:
+        return write()
+    except OSError as err:  # Pillow removes a PNG it could not finish
+        where = err.filename or out_dir
+        warnings.append(f"the PNGs could not be written ({where}: {err.strerror or err}); the results are "
+                        "complete without them (--out DIR writes them elsewhere)")  # fmt: skip
+        return {}
 
 
 def _slug(source: str, run, split: str) -> str:

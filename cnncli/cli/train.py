@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnncli.errors import UsageError
+from cnncli.errors import CnnCliError, UsageError
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe file (.toml or .yaml).", show_default=False)]
 SetOpt = Annotated[
@@ -79,6 +79,10 @@ def train(
     coordinator: CoordinatorOpt = None,
     num_processes: NumProcOpt = None,
     process_id: ProcIdOpt = None,
+    allow_nonempty_workdir: Annotated[
+        bool, typer.Option("--allow-nonempty-workdir", help="Train into a --workdir that holds files other than a "
+                           "run's (refused by default, so a typo cannot scatter a run among other files).")
+    ] = False,
 ) -> None:
     """Train a CNN from a recipe and leave a run directory.
 
@@ -99,9 +103,9 @@ def train(
 
       cnncli train recipes/quickstart.toml --dry-run
 
-      cnncli train recipes/quickstart.toml --json | jq .eval_accuracy
+      cnncli train recipes/quickstart.toml --json | tail -1 | jq .eval_accuracy
 
-      cnncli train recipes/quickstart.toml --workdir runs/quickstart --resume-from 440
+      cnncli train recipes/quickstart.toml --workdir runs/quickstart --resume-from 308
 
       cnncli train recipes/quickstart.toml --sweep optimizer.learning_rate=1e-3,3e-3 --sweep train.seed=0,1
 
@@ -109,11 +113,11 @@ def train(
     several hosts, start one process per host with --coordinator, --num-processes and
     --process-id (or let SLURM / Cloud TPU / Kubernetes environment variables say so).
 
-    **Speed on a CPU**: --set train.conv_backend=onednn runs the convolutions (and
-    BatchNorm's sums) through oneDNN (an optional extra: uv sync --extra onednn, plus g++;
-    one CPU device), 1.5-2.2x faster than XLA's own CPU convolutions on LeNet-5 and
-    ResNet-20 (BENCHMARKS.md). conv_backend=auto takes oneDNN where it can run and XLA
-    elsewhere (GPU, several devices, not installed), and says which.
+    **Speed on a CPU**: by default (train.conv_backend = "auto") a run on one CPU device
+    sends its convolutions (and BatchNorm's sums) through oneDNN, installed with cnncli on
+    Linux x86-64 (the first use builds a small extension with g++), and XLA's kernels
+    elsewhere (GPU, several devices, no oneDNN or g++); it says which and why.
+    --set train.conv_backend=xla keeps XLA's kernels; =onednn insists (BENCHMARKS.md).
 
     **Resuming**: on a run directory with checkpoints, train continues from the newest
     committed one (by step number) and says so; the resumed run is bit-identical to an
@@ -142,27 +146,53 @@ def train(
         from cnncli.report.plan import print_plan
         from cnncli.train.plan import dry_run as plan
 
+        if workdir is not None:  # what train would refuse, the dry run refuses too (nothing is created)
+            rundir.check_workdir(workdir, allow_foreign=allow_nonempty_workdir)
         print_plan(plan(loaded.recipe), json_out=json_out or not report.is_interactive())
         return
     if profile is not None:
-        _profile(loaded.recipe, workdir or rundir.default_workdir(recipe), profile)
+        target = workdir or rundir.default_workdir(recipe)
+        rundir.check_workdir(target, allow_foreign=allow_nonempty_workdir)
+        _profile(loaded.recipe, target, profile)
         return
     from cnncli.runtime import distributed
     from cnncli.train.loop import fit
+    from cnncli.train.signals import Interrupted, resume_command
 
+    _check_coordinator(coordinator)  # before JAX: a bad port crashes its gRPC server (a segfault, exit 139)
     if distributed.initialize(coordinator, num_processes, process_id) and workdir is None:
         raise UsageError("training over several processes needs --workdir (the same path for every process)")
     resume = _resume_arg(resume_from, workdir)
     target = workdir if workdir is not None else rundir.default_workdir(recipe)
+    rundir.check_workdir(target, allow_foreign=allow_nonempty_workdir)  # before anything is created
     reporter = _reporter(json_out or not report.is_interactive()) if distributed.is_main_process() else _Quiet()
+    watch = _Watch(reporter, created=rundir.created_root(target))
+    from cnncli.report.progress import first_pass_bar
+
     try:
-        fit(
-            loaded.recipe, target, recipe_text=loaded.text, recipe_suffix=loaded.suffix,
-            on_event=reporter, allow_recipe_change=allow_recipe_change, resume_from=resume,
-        )  # fmt: skip
-    except KeyboardInterrupt:  # a second Ctrl-C (typer would turn it into a quiet exit 130)
+        with first_pass_bar(not (json_out or not report.is_interactive()) and distributed.is_main_process()):
+            fit(
+                loaded.recipe, target, recipe_text=loaded.text, recipe_suffix=loaded.suffix,
+                on_event=watch, allow_recipe_change=allow_recipe_change, resume_from=resume,
+            )  # fmt: skip
+    except Interrupted as err:  # a checkpoint is saved: the hint is this very command, so following it resumes
+        err.hint = "resume with: " + resume_command(recipe, list(set_ or []), target, allow_recipe_change=allow_recipe_change)
+        raise
+    except CnnCliError:
+        if not watch.compiled and distributed.is_main_process():  # failed before its first step: leave nothing
+            rundir.discard_untrained(target, created=watch.created)
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C, or a first one before the handlers (typer: a quiet exit 130)
         reporter.close()
-        _abort(target)
+        again = "resume with: " + resume_command(recipe, list(set_ or []), target,
+                                                  allow_recipe_change=allow_recipe_change)
+        if not watch.compiled:  # before the first step: nothing of this attempt is worth keeping
+            if distributed.is_main_process() and rundir.discard_untrained(target, created=watch.created):
+                _abort(target, message="interrupted before the first step: nothing was trained and nothing was "
+                       f"left in {target}", hint="run the same command again to train")  # fmt: skip
+            _abort(target, message="interrupted before the first step of this attempt", hint=f"the run's "
+                   f"checkpoints are as they were; {again}")  # fmt: skip
+        _abort(target, again)
     finally:
         reporter.close()
 
@@ -211,6 +241,23 @@ def _profile(recipe, workdir: Path, steps: int) -> None:
     out.print(format_top_ops(report), markup=False, highlight=False)
 
 
+class _Watch:
+    """The reporter, noting whether training got as far as a compiled step (else a failure leaves no run)."""
+
+    def __init__(self, reporter, *, created):
+        self.reporter, self.created, self.compiled = reporter, created, False
+
+    def __call__(self, event) -> None:
+        from cnncli.train.events import Compiled, StepEnd
+
+        if isinstance(event, Compiled | StepEnd):
+            self.compiled = True
+        self.reporter(event)
+
+    def close(self) -> None:
+        self.reporter.close()
+
+
 class _Quiet:
     """The reporter of processes other than 0: they train but print nothing."""
 
@@ -227,6 +274,17 @@ def _reporter(json_mode: bool):
     return JsonReporter() if json_mode else RichReporter()
 
 
+def _check_coordinator(text: str | None) -> None:
+    """``--coordinator HOST:PORT``: a host and a port 1..65535, else a usage error (exit 2)."""
+    if text is None:
+        return
+    host, _, port = text.strip().rpartition(":")
+    if host.strip("[]") and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+        return
+    raise UsageError(f"--coordinator {text!r}: expected HOST:PORT, the port a number 1..65535",
+                     hint="e.g. --coordinator 10.0.0.1:1234 (process 0's address)")  # fmt: skip
+
+
 def _resume_arg(text: str | None, workdir: Path | None) -> str | int | None:
     """``latest`` or a step number; anything else, or no --workdir, is a usage error (exit 2)."""
     from cnncli.errors import UsageError
@@ -238,12 +296,12 @@ def _resume_arg(text: str | None, workdir: Path | None) -> str | int | None:
     text = text.strip().lower()
     if text == "latest":
         return text
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not `²`: isdigit takes it, int refuses it
         return int(text)
     raise UsageError(f"--resume-from {text!r}: expected latest or a step number", hint="e.g. --resume-from 440")
 
 
-def _abort(workdir: Path, again: str | None = None) -> None:
+def _abort(workdir: Path, again: str | None = None, *, message: str | None = None, hint: str | None = None) -> None:
     """Exit 130 at once: `sys.exit` would first wait for a background save's threads."""
     import os
     import sys
@@ -253,8 +311,8 @@ def _abort(workdir: Path, again: str | None = None) -> None:
 
     again = again or f"resume with: cnncli train RECIPE --workdir {workdir}"
     print_error(CnnCliError(
-        "interrupted twice: aborted without waiting for the checkpoint being written",
-        hint=f"the last committed checkpoint is kept; {again}",
+        message or "interrupted twice: aborted without waiting for the checkpoint being written",
+        hint=hint or f"the last committed checkpoint is kept; {again}",
     ))  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()

@@ -22,8 +22,16 @@ TRAJECTORY_FIELDS = ("data", "model", "optimizer", "schedule", "train.seed", "tr
                      "train.label_smoothing", "train.ema_decay", "train.freeze", "train.precision")  # fmt: skip
 
 
+# How batches are read, never which: the streamed pipeline gives the same batches as memory, any worker count.
+# And whether a run may start at all, never its steps: `strict` and `allow_missing_classes` refuse or allow
+# the data; a run that goes ahead sees the same batches either way (so runs from before these keys resume).
+NOT_TRAJECTORY = ("data.pipeline", "data.workers", "data.prefetch", "data.strict", "data.allow_missing_classes")
+
+
 def in_trajectory(path: str) -> bool:
     """True when the dotted key ``path`` (``train.seed``, ``data.augment``) is, or lies in, a trajectory field."""
+    if path in NOT_TRAJECTORY:
+        return False
     return any(path == f or path.startswith(f + ".") for f in TRAJECTORY_FIELDS)
 
 
@@ -33,7 +41,7 @@ def trajectory_part(recipe: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for key, value in recipe.items():
         path = f"{prefix}{key}"
         if in_trajectory(path):
-            out[key] = value
+            out[key] = {k: v for k, v in value.items() if f"{path}.{k}" not in NOT_TRAJECTORY} if isinstance(value, dict) else value
         elif isinstance(value, dict) and any(f.startswith(path + ".") for f in TRAJECTORY_FIELDS):
             out[key] = trajectory_part(value, path + ".")
     return out

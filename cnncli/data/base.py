@@ -77,8 +77,14 @@ def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     return [float(v) for v in mean], [float(v) for v in std]
 
 
-def check_arrays(x: np.ndarray, y: np.ndarray, where: str, num_classes: int | None = None) -> Split:
-    """Validate and canonicalize images and labels: channels-last, int32 labels in range."""
+def check_arrays(x: np.ndarray, y: np.ndarray, where: str, num_classes: int | None = None, *,
+                 named: bool = False) -> Split:  # fmt: skip
+    """Validate and canonicalize images and labels: channels-last, int32 labels in range.
+
+    Pixels are uint8 (kept), or integer, boolean or floating point (as float32); a complex
+    image is refused (its imaginary part would be dropped). ``named``: ``num_classes`` is
+    the number of the data's ``class_names`` (the error says so).
+    """
     if x.ndim == 2:  # (N, L): 1-D signals with one channel
         x = x[..., None]
     elif x.ndim == 3:  # (N, H, W): grayscale images
@@ -88,8 +94,11 @@ def check_arrays(x: np.ndarray, y: np.ndarray, where: str, num_classes: int | No
             f"{where}: images have shape {x.shape}; expected (N,H,W), (N,H,W,C), (N,L) or (N,D,H,W,C)"
         )
     if x.dtype != np.uint8:
-        if not np.issubdtype(x.dtype, np.number):
-            raise DataError(f"{where}: images have dtype {x.dtype}; expected uint8 or float")
+        if np.issubdtype(x.dtype, np.complexfloating):
+            raise DataError(f"{where}: images have dtype {x.dtype}; complex pixels have no single value to train on",
+                            hint="save real pixels, e.g. np.abs(x) or x.real, as uint8 or float")  # fmt: skip
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating) or x.dtype == np.bool_):
+            raise DataError(f"{where}: images have dtype {x.dtype}; expected uint8, integer, boolean or float pixels")
         x = x.astype(np.float32)
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -102,7 +111,12 @@ def check_arrays(x: np.ndarray, y: np.ndarray, where: str, num_classes: int | No
         else:
             raise DataError(f"{where}: labels have dtype {y.dtype}; expected integer class ids")
     if y.size and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+        expected = f"0..{num_classes - 1}" if num_classes is not None else "from 0"
+        names = f" ({num_classes} class_names)" if named and num_classes is not None else ""
+        first = int(np.flatnonzero((y < 0) | (y >= (num_classes if num_classes is not None else np.inf)))[0])
         raise DataError(
-            f"{where}: labels range over [{y.min()}, {y.max()}]; expected class ids 0..N-1"
+            f"{where}: labels range over [{y.min()}, {y.max()}]; expected class ids {expected}{names} "
+            f"(label {y[first]} at index {first})",
+            hint="give one class name per class id, or fix the labels" if names else "class ids count from 0",
         )
     return Split(np.ascontiguousarray(x), y.astype(np.int32))

@@ -58,7 +58,9 @@ def _subdirs(directory: Path) -> list[Path]:
 def index_folder(root: Path) -> FolderIndex:
     """List ``root/<split>/<class>/<image>`` files (no image is opened)."""
     if not root.is_dir():
-        raise DataError(f"folder:{root}: no such directory", hint="relative paths resolve against the recipe's folder")
+        what = "is a file, not a directory" if root.exists() else "no such directory"
+        hint = "check the path" if root.is_absolute() else "relative paths resolve against the recipe's folder"
+        raise DataError(f"folder:{root}: {what}", hint=hint)
     layout = "expected PATH/<split>/<class>/<image>, e.g. PATH/train/cat/001.png and PATH/test/cat/101.png"
     splits = {s.name: _subdirs(s) for s in _subdirs(root)}
     if any(_images(s) for s in _subdirs(root)):
@@ -66,11 +68,31 @@ def index_folder(root: Path) -> FolderIndex:
     classes = sorted({c.name for dirs in splits.values() for c in dirs})
     if not classes:
         raise DataError(f"folder:{root}: no class folders found", hint=layout)
+    _same_classes(root, splits, classes)
     label = {name: i for i, name in enumerate(classes)}
     files = {
         split: [(p, label[c.name]) for c in dirs for p in _images(c)] for split, dirs in splits.items()
     }  # fmt: skip
     return FolderIndex(root, classes, files)
+
+
+def _same_classes(root: Path, splits: dict[str, list[Path]], classes: list[str]) -> None:
+    """Every split has every class folder, and none is empty: else a class trains or scores against nothing."""
+    for split, dirs in splits.items():
+        lacks = [c for c in classes if c not in {d.name for d in dirs}]
+        if lacks:
+            found = [s for s, others in splits.items() if lacks[0] in {d.name for d in others}]
+            named = ", ".join(repr(c) for c in lacks[:5]) + (f" and {len(lacks) - 5} more" if len(lacks) > 5 else "")
+            raise DataError(f"folder:{root}: split {split!r} has no class folder {named} (found in {', '.join(found)})",
+                            hint="every split needs the same class folders (a class missing from training is never "
+                            "learned, one missing from test is never scored): add the folder, or remove the class "
+                            "from every split")  # fmt: skip
+    for dirs in splits.values():
+        for folder in dirs:
+            if not _images(folder):
+                raise DataError(f"folder:{root}: class folder {folder} holds no images",
+                                hint=f"put images ({', '.join(EXTENSIONS)}) in it, or remove that class from every "
+                                "split")  # fmt: skip
 
 
 def folder_split_sizes(path: str) -> dict[str, int]:
@@ -132,6 +154,9 @@ def _decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
             image = image.resize((size[1], size[0]), Image.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
+
+
+decode_image = _decode  # the streaming pipeline (`cnncli.data.records`) decodes one file the same way
 
 
 def _report_bad(bad: list[tuple[Path, str]], total: int, where: str, strict: bool) -> None:

@@ -3,9 +3,10 @@
 The memory budget, channel conversion, resizing and the ``name[start:stop]``
 split-slicing grammar (``train[:90%]``, ``train[100:]``).
 
-Datasets are loaded once, whole, as uint8 ``(N, H, W, C)`` arrays and batched on the
-device by the train step. A split larger than ``data.memory_budget_mb`` fails before
-anything is read: streaming from disk is not available yet.
+In-memory datasets are loaded once, whole, as uint8 ``(N, H, W, C)`` arrays and batched
+on the device by the train step. A split larger than ``data.memory_budget_mb`` fails
+before anything is read when ``data.pipeline = "memory"``; otherwise it streams
+(`cnncli.data.stream`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def check_budget(where: str, count: int, shape: tuple[int, ...], budget_mb: int)
     need_mb = math.ceil(need / MIB)
     raise DataError(
         f"{where}: {count} images of {'x'.join(map(str, shape))} need {need_mb} MiB in memory, over "
-        f"data.memory_budget_mb = {budget_mb}; streaming datasets larger than the budget is not available yet",
+        f"data.memory_budget_mb = {budget_mb}; streaming it from disk instead needs data.pipeline = \"auto\" "
+        "(the default) or \"stream\"",
         hint=f"raise the budget if the machine has the memory (--set data.memory_budget_mb={need_mb + 1}), "
         "or train on a slice of the split, e.g. train[:50%]",
     )

@@ -232,6 +232,13 @@ class Predictor:
             self.compile_seconds += time.perf_counter() - t0
         return self._compiled[key]
 
+    def batch_logits(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """Logits of one batch of exactly ``batch_size`` examples, and the inference seconds."""
+        fn = self._compiled_for(x)
+        t0 = time.perf_counter()
+        logits = np.asarray(self._jax.device_get(fn(self.params, self.rest, x)))
+        return logits, time.perf_counter() - t0
+
     def logits(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Logits of ``x (N, *input_shape)`` and the inference seconds (compilation excluded)."""
         from cnncli.data.batching import batches, pad_batch
@@ -268,19 +275,59 @@ def evaluate_run(run, *, split: str | None = None, source: str | None = None, wo
     return evaluate_split(run, data, split=split, source=source, worst=worst, warnings=warnings)
 
 
+def _streamed_logits(predictor: Predictor, data, run, warnings: list[str]):
+    """Logits of a split streamed from disk (`cnncli.data.stream.StreamSplit`) in batches read by grain threads.
+
+    Returns:
+        (logits, labels, split index of each row, inference seconds); unreadable examples are
+        left out, and counted in ``warnings``.
+    """
+    from cnncli.data.stream import BatchReader, default_workers, read_batches
+
+    size, n = predictor.batch_size, len(data.records)
+    reader = BatchReader(data.records, None, size, (0, size), data.example_shape, data.dtype, pad=True,
+                         strict=run.recipe.data.strict, where=data.where)  # fmt: skip
+    logits, labels, kept, bad, seconds = [], [], [], [], 0.0
+    with read_batches(reader, 0, -(-n // size), workers=0, prefetch=2, threads=default_workers()) as batches:
+        for k, batch in enumerate(batches):
+            out, spent = predictor.batch_logits(batch["x"])
+            mask, seconds = batch["mask"], seconds + spent
+            logits.append(out[mask])
+            labels.append(batch["y"][mask])
+            kept.append(k * size + np.flatnonzero(mask))
+            bad += [f"{name} ({why})" for name, why in batch["bad"]]
+    labels = np.concatenate(labels)
+    if labels.size and int(labels.max()) >= run.num_classes:
+        raise DataError(f"{data.where}: labels go up to {int(labels.max())} but the run has {run.num_classes} classes")
+    if bad:
+        warnings.append(f"{data.where}: skipped {len(bad)} unreadable examples: {'; '.join(bad[:3])}"
+                        + (f"; and {len(bad) - 3} more" if len(bad) > 3 else ""))  # fmt: skip
+    return np.concatenate(logits), labels, np.concatenate(kept), seconds
+
+
 def evaluate_split(run, data, *, split: str, source: str, worst: int = 0, warnings: list[str] | None = None) -> EvalResult:
-    """Evaluate a loaded run on loaded data (a `cnncli.data.base.Split` checked by `load_eval_split`)."""
+    """Evaluate a loaded run on loaded data (a `cnncli.data.base.Split` checked by `load_eval_split`, or a streamed split)."""
+    from cnncli.data.stream import StreamSplit
+
     n = int(data.x.shape[0])
     if n == 0:
         raise DataError(f"{source} [{split}] has no examples")
     if worst < 0:
         raise UsageError(f"--worst {worst}: must be 0 or more")
+    warnings = list(warnings or [])
     predictor = Predictor(run, eval_batch_size(run, n))
-    logits, seconds = predictor.logits(data.x)
-    metrics = classification_metrics(logits, data.y, run.class_names)
+    if isinstance(data, StreamSplit):
+        logits, labels, kept, seconds = _streamed_logits(predictor, data, run, warnings)
+    else:
+        (logits, seconds), labels, kept = predictor.logits(data.x), data.y, None
+    n = len(labels)
+    metrics = classification_metrics(logits, labels, run.class_names)
+    mistakes = most_confidently_wrong(logits, labels, worst) if worst else []
+    for mistake in mistakes if kept is not None else ():
+        mistake.index = int(kept[mistake.index])  # the index in the split, unreadable examples counted
     return EvalResult(
         **vars(metrics), checkpoint_step=run.step, weights=run.weights, split=split, source=source,
         class_names=run.class_names, throughput=n / seconds if seconds > 0 else 0.0, seconds=seconds,
         compile_seconds=predictor.compile_seconds, batch_size=predictor.batch_size, workdir=str(run.workdir),
-        worst=most_confidently_wrong(logits, data.y, worst) if worst else [], warnings=list(warnings or []),
+        worst=mistakes, warnings=warnings,
     )  # fmt: skip

@@ -49,6 +49,9 @@ def load_inputs(run, paths: list[str | Path]) -> tuple[np.ndarray, list[str], li
         path = Path(raw)
         if not path.exists():
             raise DataError(f"input file not found: {path}")
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory, not an input file",
+                             hint=f"give the files in it, e.g. {path}/*.png (.png, .jpg or .npy files)")  # fmt: skip
         suffix = path.suffix.lower()
         if suffix == ".npy":
             batch = _load_npy(run, path)
@@ -66,14 +69,37 @@ def load_inputs(run, paths: list[str | Path]) -> tuple[np.ndarray, list[str], li
     return np.stack(xs).astype(np.float32), names, notes
 
 
+NPY_MAGIC = b"\x93NUMPY"
+HINT_NPY = "save one array with numpy.save(path, x) (numbers, not Python objects)"
+
+
 def _load_npy(run, path: Path) -> list[np.ndarray]:
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
+    if not head.startswith(NPY_MAGIC):  # numpy would try to unpickle it, and say so
+        kind = " (an .npz archive: give one array)" if head.startswith(b"PK") else ""
+        raise DataError(f"{path} is not a .npy file{kind}", hint=HINT_NPY)
+    try:
+        arr = np.load(path, allow_pickle=False)  # never unpickle: an input cannot run code
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise DataError(f"{path}: cannot read as .npy: {err}") from None
+        raise DataError(f"{path}: cannot read as .npy: it holds Python objects (never unpickled)", hint=HINT_NPY) from None
     except Exception as err:
         raise DataError(f"{path}: cannot read as .npy: {err}") from None
     shape = run.input_shape
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"{path}: dtype {arr.dtype} is not numeric")
+    if np.issubdtype(arr.dtype, np.complexfloating) or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_
+    ):
+        raise DataError(f"{path}: dtype {arr.dtype} is not integer, boolean or float pixels",
+                        hint="save real numbers (e.g. np.abs(x) or x.real for complex values)")  # fmt: skip
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        flat = np.flatnonzero(~np.isfinite(arr))
+        raise DataError(f"{path}: {flat.size} values are NaN or infinite (the first at flat index {int(flat[0])})",
+                        hint="a non-finite input gives a meaningless prediction: fix or drop it")  # fmt: skip
     if arr.shape == shape[:-1] and shape[-1] == 1:
         arr = arr[..., None]
     if arr.shape == shape:

@@ -26,34 +26,49 @@ from cnncli.arith.explain import no_solution_note, same_stride_note
 from cnncli.arith.formulas import Solution
 from cnncli.arith.geometry import Analysis, LayerInfo
 from cnncli.arith.layers import format_padding
-from cnncli.report.console import print_json, print_lines, stdout_console, warn
+from cnncli.report.console import fitted, print_json, print_lines, stdout_console, warn
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-_SUFFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
+_SUFFIXES = ((1e3, "K"), (1e6, "M"), (1e9, "G"), (1e12, "T"))
+_BINARY = ((2**10, " KiB"), (2**20, " MiB"), (2**30, " GiB"))
+
+
+def _three_digits(n: float, units: tuple[tuple[float, str], ...], roll_over: float) -> str | None:
+    """``n`` in the largest unit it reaches, to three significant digits; None below the smallest unit.
+
+    The digits are chosen after rounding, so a value that rounds up to the next decade keeps three
+    digits (9996 -> ``10.0K``, not ``10.00K``), and one that rounds up to ``roll_over`` moves to the
+    next unit (999600 -> ``1.00M``, not ``1000K``).
+    """
+    index = max((i for i, (scale, _) in enumerate(units) if abs(n) >= scale), default=None)
+    if index is None:
+        return None
+    while True:
+        scale, suffix = units[index]
+        value = n / scale
+        for digits in (2, 1, 0):
+            text = f"{value:.{digits}f}"
+            if abs(float(text)) < 10 ** (3 - digits):
+                break
+        if abs(float(text)) < roll_over or index == len(units) - 1:
+            return f"{text}{suffix}"
+        index += 1
 
 
 def human(n: float) -> str:
-    """A count in three significant digits: 11689512 -> ``11.7M``, 1814073344 -> ``1.81G``."""
-    for scale, suffix in _SUFFIXES:
-        if abs(n) >= scale:
-            value = n / scale
-            if round(value, 2) >= 1000 and suffix != "T":  # 999.996M rounds up to 1.00G
-                continue
-            digits = 2 if value < 10 else 1 if value < 100 else 0
-            return f"{value:.{digits}f}{suffix}"
+    """A count in three significant digits: 11689512 -> ``11.7M``, 1814073344 -> ``1.81G``, 999600 -> ``1.00M``."""
+    text = _three_digits(n, _SUFFIXES, 1000)
+    if text is not None:
+        return text
     return f"{n:g}" if isinstance(n, float) else str(n)
 
 
 def human_bytes(n: float) -> str:
-    """A byte count in binary units: 3211264 -> ``3.06 MiB``."""
-    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= scale:
-            value = n / scale
-            digits = 2 if value < 10 else 1 if value < 100 else 0
-            return f"{value:.{digits}f} {suffix}"
-    return f"{int(n)} B"
+    """A byte count in binary units: 3211264 -> ``3.06 MiB``; 1048575 -> ``1.00 MiB``, not ``1024 KiB``."""
+    text = _three_digits(n, _BINARY, 1024)
+    return text if text is not None else f"{int(n)} B"
 
 
 def axes(values) -> str:
@@ -168,13 +183,16 @@ def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
     }
 
 
-def print_analysis(analysis: Analysis, *, title: str | None = None, as_json: bool = False) -> None:
-    """A stack's `layer_table` (or `analysis_to_json`) on stdout, then its warnings on stderr."""
+def print_analysis(
+    analysis: Analysis, *, title: str | None = None, as_json: bool = False, warnings: list[str] = ()
+) -> None:
+    """A stack's `layer_table` (or `analysis_to_json`) on stdout, then ``warnings`` and its own on stderr."""
     if as_json:
         print_json(analysis_to_json(analysis))
     else:
-        stdout_console().print(layer_table(analysis, title=title))
-    for text in analysis.warnings:
+        console = stdout_console()
+        console.print(fitted(console, layer_table(analysis, title=title)))  # too narrow: one line per layer
+    for text in [*warnings, *analysis.warnings]:
         warn(text)
 
 
@@ -219,7 +237,7 @@ def print_solve(i: int, o: int, found: list[Solution], *, transpose: bool = Fals
     if not found:
         console.print(no_solution_note(i, o, transpose), markup=False)
         return
-    console.print(solve_table(i, o, found, transpose))
+    console.print(fitted(console, solve_table(i, o, found, transpose)))
     note = same_stride_note(i, o, transpose)
     if note:
         console.print(note, markup=False)

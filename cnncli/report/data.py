@@ -117,7 +117,12 @@ def print_info(info: dict, json_mode: bool) -> None:
     console.print(f"[bold]{info['source']}[/]: {len(info['classes'])} classes; splits: {sizes}; "
                   f"images {shape} {info['dtype']}, values {info['value_range'][0]:g}..{info['value_range'][1]:g}")  # fmt: skip
     stats = " ".join(f"{m:.2f}/{s:.2f}" for m, s in zip(info["mean"], info["std"]))
-    console.print(f"per-channel mean/std on {info['split']} (raw pixel units): {stats}")
+    sampled = f" (a sample of {info['statistics_from']:,})" if info.get("statistics_from") else ""
+    console.print(f"per-channel mean/std on {info['split']}{sampled} (raw pixel units): {stats}")
+    if info.get("pipeline"):
+        plan = info["pipeline"]
+        workers = f" with {plan['workers']} workers" if plan.get("workers") is not None else ""
+        console.print(f"pipeline: {plan['kind']}{workers} ({plan['reason']})")
     table = Table("class", "name", f"{info['split']} examples", box=None, pad_edge=False)
     for i, (name, count) in enumerate(zip(info["classes"], info["class_counts"])):
         table.add_row(str(i), name, f"{count:,}")

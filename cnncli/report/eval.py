@@ -8,13 +8,16 @@ previewed in the terminal with truecolor half blocks only when stdout is a termi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from cnncli._json import to_jsonable
-from cnncli.report.console import print_json, stderr_console, stdout_console, warn
+from cnncli.report.console import fits, fitted, print_json, stderr_console, stdout_console, warn
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 MAX_CONFUSION_TABLE = 20  # classes; a wider matrix is only drawn in confusion.png
 MAX_HEALTH_ROWS = 64  # filters in the health table; flagged ones beyond are still listed
@@ -71,13 +74,14 @@ def print_eval(result, pngs: dict[str, Path | None], *, json_out: bool, worst_as
     summary.add_row("throughput", f"{result.throughput:,.0f} images/s  (batch {result.batch_size}, "
                     f"compile {result.compile_seconds:.2f} s excluded)")  # fmt: skip
     console.print(summary)
-    console.print(per_class_table(result))
+    console.print(fitted(console, per_class_table(result)))
     if len(result.class_names) <= MAX_CONFUSION_TABLE:
-        console.print(confusion_table(result.confusion, result.class_names))
+        for part in confusion_tables(result.confusion, result.class_names, console):
+            console.print(part)
     else:
         console.print(f"confusion matrix: {len(result.class_names)} classes, see confusion.png or --json")
     if result.worst:
-        console.print(worst_table(result))
+        console.print(fitted(console, worst_table(result)))
     elif worst_asked:
         console.print("no wrongly classified examples: nothing to draw for --worst")
     _wrote({k.replace("_", " "): v for k, v in pngs.items()})
@@ -95,23 +99,68 @@ def per_class_table(result) -> Table:
     return table
 
 
-def confusion_table(confusion: list[list[int]], class_names: list[str]) -> Table:
-    """Rows true, columns predicted; the diagonal in bold, errors dimmed when zero."""
-    table = Table(title="confusion (rows: true, columns: predicted)", title_justify="left", header_style="bold")
+def confusion_table(confusion: list[list[int]], class_names: list[str], columns: range | None = None) -> Table:
+    """Rows true, columns predicted (``columns``: those of the predicted classes, default all);
+    the diagonal in bold, errors dimmed when zero."""
+    columns = range(len(class_names)) if columns is None else columns
+    part = "" if len(columns) == len(class_names) else f" {columns.start}-{columns.stop - 1} of {len(class_names)}"
+    table = Table(title=f"confusion (rows: true, columns: predicted{part})", title_justify="left", header_style="bold")
     table.add_column("true \\ pred", justify="left")
-    for name in class_names:
-        table.add_column(escape(name[:8]), justify="right")
+    headers = _short_names(class_names)
+    for j in columns:
+        table.add_column(escape(headers[j]), justify="right")
     for i, row in enumerate(confusion):
         cells = []
-        for j, v in enumerate(row):
+        for j in columns:
+            v = row[j]
             if i == j:
                 cells.append(f"[bold green]{v}[/]")
             elif v:
                 cells.append(f"[red]{v}[/]")
             else:
                 cells.append("[dim]·[/]")
-        table.add_row(escape(class_names[i]), *cells)
+        table.add_row(escape(_row_label(class_names, headers, i)), *cells)
     return table
+
+
+def _short_names(class_names: list[str]) -> list[str]:
+    """Column headers: names cut to 8 characters, or the class indices when two would read the same."""
+    short = [name[:8] for name in class_names]
+    return short if len(set(short)) == len(short) else [str(i) for i in range(len(class_names))]
+
+
+def _row_label(class_names: list[str], headers: list[str], i: int) -> str:
+    return class_names[i] if headers[i] == class_names[i][:8] else f"{i} {class_names[i]}"
+
+
+def confusion_tables(confusion: list[list[int]], class_names: list[str], console) -> list:
+    """The confusion matrix as tables that fit ``console``: whole, or its predicted columns folded into
+    several tables; one line per true class when not even one column fits. No cell is ever dropped."""
+    n = len(class_names)
+    whole = confusion_table(confusion, class_names)
+    if fits(console, whole):
+        return [whole]
+    parts, start = [], 0
+    while start < n:
+        stop = start + 1
+        if not fits(console, confusion_table(confusion, class_names, range(start, stop))):
+            return [confusion_records(confusion, class_names)]
+        while stop < n and fits(console, confusion_table(confusion, class_names, range(start, stop + 1))):
+            stop += 1
+        parts.append(confusion_table(confusion, class_names, range(start, stop)))
+        start = stop
+    return parts
+
+
+def confusion_records(confusion: list[list[int]], class_names: list[str]) -> Text:
+    """One line per true class: how many were predicted as each class (the zeros left out, and said so)."""
+    from rich.text import Text
+
+    lines = ["confusion (true class: count predicted as each class; others 0)"]
+    for i, row in enumerate(confusion):
+        counts = ", ".join(f"{class_names[j]} {v}" for j, v in enumerate(row) if v) or "none"
+        lines.append(f"{class_names[i]}: {counts}")
+    return Text("\n".join(lines))
 
 
 def worst_table(result) -> Table:
@@ -143,7 +192,7 @@ def print_predictions(preds, *, checkpoint_step: int, json_out: bool) -> None:
             bar = "█" * int(round(20 * t["probability"]))
             style = "bold" if i == 0 else ""
             table.add_row(f"[{style}]{escape(t['class'])}[/]" if style else escape(t["class"]), _pct(t["probability"]), bar)
-        console.print(table)
+        console.print(fitted(console, table))
 
 
 # ---------------------------------------------------------- inspect-filters
@@ -158,10 +207,13 @@ def print_conv_list(infos, *, workdir: str, step: int, json_out: bool) -> None:
     for c in infos:
         table.add_row(
             c.name, c.kind, "x".join(map(str, c.kernel_size)), str(c.filters), str(c.in_channels), str(c.groups),
-            "(" + ", ".join(map(str, c.kernel_shape)) + ")", f"{c.params:,}", c.response or "-",
+            "(" + ", ".join(map(str, c.kernel_shape)) + ")", f"{c.params:,}",
+            c.response + (" + relu" if c.response_relu else ""),
         )  # fmt: skip
-    table.caption = "response: the layer whose output shows each filter (after its activation); - inside blocks"
-    stdout_console().print(table)
+    table.caption = ("response: where each filter's output is read: the activation after it; inside a block, "
+                     "its BatchNorm and ReLU, or the conv itself")  # fmt: skip
+    console = stdout_console()
+    console.print(fitted(console, table))
 
 
 def filters_json(rep) -> dict[str, Any]:
@@ -204,7 +256,7 @@ def print_filters(rep, *, json_out: bool, preview=None) -> None:
     )  # fmt: skip
     if preview is not None:
         _picture_console().print(preview)
-    console.print(health_table(rep))
+    console.print(fitted(console, health_table(rep)))
     flags = rep.flags()
     summary = ", ".join(f"{len(v)} {k}" for k, v in flags.items() if v) or "no dead, near-zero or near-duplicate filters"
     console.print(f"flags: {summary}")

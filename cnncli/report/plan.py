@@ -13,7 +13,7 @@ from typing import Any
 
 from cnncli.config.recipe import Recipe
 from cnncli.report.arith import analysis_to_json, human, layer_table
-from cnncli.report.console import print_json, stdout_console
+from cnncli.report.console import fitted, print_json, stdout_console, warn
 from cnncli.train.plan import DryRun
 
 
@@ -59,18 +59,21 @@ def plan_json(plan: DryRun) -> dict[str, Any]:
             "train_flops_per_run": plan.train_flops_per_run,
             "eval_flops_per_pass": plan.eval_flops_per_pass,
         },
+        "warnings": list(plan.warnings),
     }
 
 
 def print_plan(plan: DryRun, *, json_out: bool) -> None:
-    """Print the plan: JSON on stdout for scripts, or tables for a person."""
+    """Print the plan: JSON on stdout for scripts, or tables for a person (warnings also on stderr)."""
+    for message in plan.warnings:
+        warn(message)
     if json_out:
         print_json(plan_json(plan))
         return
     out = stdout_console()
     out.print("[bold]resolved recipe[/]")
     out.print(recipe_as_toml(plan.recipe), markup=False, highlight=False)
-    out.print(layer_table(plan.analysis))
+    out.print(fitted(out, layer_table(plan.analysis)))  # a narrow terminal: one line per layer
     out.print(
         f"parameters: {plan.params:,}   data: {plan.num_train:,} train / {plan.num_eval:,} eval images "
         f"of {'x'.join(map(str, plan.input_shape))}, {plan.num_classes} classes",

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cnncli.report.console import print_json, stderr_console, stdout_console, warn
+from cnncli.report.console import fitted, print_json, stderr_console, stdout_console, warn
 from cnncli.train.events import (
     CheckpointSaved,
     Compiled,
@@ -129,7 +129,7 @@ class RichReporter:
             self.err.print(f"[yellow]warning:[/] {escape(event.message)}", highlight=False, soft_wrap=True)
         elif isinstance(event, RunFinished):
             self.close()
-            self.out.print(summary_table(event.summary))
+            self.out.print(fitted(self.out, summary_table(event.summary)))  # a narrow terminal: key: value lines
 
     def close(self) -> None:
         if self.progress is not None:

@@ -18,7 +18,7 @@ from flax import nnx
 from cnncli.arith.layers import LayerSpec
 from cnncli.config.plan import run_num_classes
 from cnncli.config.recipe import Recipe
-from cnncli.errors import CheckpointError, RecipeError
+from cnncli.errors import CheckpointError, RecipeError, UsageError
 from cnncli.runs import layout as rundir
 from cnncli.runs.checkpoint import Checkpoints, from_tree
 
@@ -69,12 +69,54 @@ def load_recipe_of(workdir: Path) -> Recipe:
         raise RecipeError(f"{workdir / rundir.RECIPE_JSON}: not a valid recipe: {err}") from None
 
 
+def read_data_json(workdir: Path) -> dict[str, Any]:
+    """A run's ``data.json``, checked: what `load_run` and the commands after it read must be there and sane.
+
+    Raises:
+        CheckpointError: the file is not an object, or ``input_shape``, ``class_names``,
+            ``num_classes``, ``mean`` or ``std`` is missing or malformed (a damaged or
+            hand-edited run: without this check, a traceback from deep inside).
+    """
+    path = workdir / rundir.DATA_JSON
+    data = rundir.read_json(path)
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {what}", hint="this file is written by `cnncli train`; restore it from a "
+                               "copy of the run, or train again")  # fmt: skip
+
+    if not isinstance(data, dict):
+        raise bad(f"expected a JSON object, found {type(data).__name__}")
+
+    def numbers(key: str, kind: type, positive: bool = False) -> list:
+        values = data.get(key)
+        if not isinstance(values, list) or not values or not all(
+            isinstance(v, kind) and not isinstance(v, bool) and (v > 0 if positive else True) for v in values
+        ):
+            raise bad(f"`{key}` is {values!r}; expected a non-empty list of {'positive ' if positive else ''}"
+                      f"{'integers' if kind is int else 'numbers'}")  # fmt: skip
+        return values
+
+    if not 2 <= len(numbers("input_shape", int, positive=True)) <= 4:
+        raise bad(f"`input_shape` is {data['input_shape']!r}; expected 2 to 4 sides and channels")
+    names = data.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise bad(f"`class_names` is {names!r}; expected a list of names")
+    count = data.get("num_classes", len(names))
+    if isinstance(count, bool) or not isinstance(count, int) or count < 2 or len(names) != count:
+        raise bad(f"`class_names` names {len(names)} classes but `num_classes` is {count!r}")
+    for key in ("mean", "std"):
+        if key in data:
+            numbers(key, int | float)
+    return data
+
+
 def load_run(path: str | Path, checkpoint: str | int = "latest", *, ema: bool = False) -> LoadedRun:
     """Rebuild a run's model and load a checkpoint into it.
 
     Args:
-        path: the run directory (or a path inside it).
-        checkpoint: ``latest``, ``best``, or a step number.
+        path: the run directory (or a path inside it); ``RUN/checkpoints/STEP`` loads that step.
+        checkpoint: ``latest``, ``best``, or a step number (with a ``checkpoints/STEP`` path: that
+            step, or ``latest``, the default, which then means the path's step).
         ema: load the EMA weights (the run must have ``train.ema_decay``).
 
     Raises:
@@ -84,8 +126,9 @@ def load_run(path: str | Path, checkpoint: str | int = "latest", *, ema: bool = 
     from cnncli.models.build import build_model
 
     workdir = rundir.find_run(path)
+    checkpoint = _step_of_path(path, workdir, checkpoint)
     recipe = load_recipe_of(workdir)
-    data = rundir.read_json(workdir / rundir.DATA_JSON)
+    data = read_data_json(workdir)
     model, specs = build_model(recipe, tuple(data["input_shape"]), run_num_classes(data))
     store = Checkpoints(workdir / rundir.CHECKPOINTS, keep=recipe.train.keep, async_save=False, writer=False)
     try:
@@ -102,6 +145,15 @@ def load_run(path: str | Path, checkpoint: str | int = "latest", *, ema: bool = 
     model = nnx.merge(graphdef, jax.tree.map(jax.numpy.asarray, params), jax.tree.map(jax.numpy.asarray, rest))
     model.eval()
     return LoadedRun(workdir, recipe, data, model, specs, step, meta, "ema" if ema else "raw")
+
+
+def _step_of_path(path: str | Path, workdir: Path, checkpoint: str | int) -> str | int:
+    """``RUN/checkpoints/STEP`` means that step (``checkpoint``, if not the default ``latest``, must agree)."""
+    named = rundir.checkpoint_named(path, workdir)
+    if named is None or checkpoint in ("latest", named):
+        return checkpoint if named is None else named
+    raise UsageError(f"{path} is the checkpoint of step {named}, but --checkpoint says {checkpoint}",
+                     hint=f"give one of them: {workdir} --checkpoint {checkpoint}, or {path} alone")  # fmt: skip
 
 
 def load_init_params(workdir: Path) -> dict[str, np.ndarray]:

@@ -27,13 +27,15 @@ def load_eval_split(run, split: str | None = None, source: str | None = None):
         DataError: the source's images or classes do not fit the run.
     """
     from cnncli.data.sources import load_split
+    from cnncli.data.stream import StreamSplit, open_streamed, streams_split
 
     cfg = run.recipe.data
     split = split or cfg.eval_split
     source = source or cfg.source
     if source != cfg.source:
         cfg = cfg.model_copy(update={"source": source})
-    data, names, _ = load_split(source, split, cfg)
+    data, names, _ = open_streamed(cfg, split) if streams_split(cfg, split) else load_split(source, split, cfg)
+    streamed = isinstance(data, StreamSplit)  # over the budget: read in batches; labels checked as they come
     where = f"{source} [{split}]"
     shape = tuple(data.x.shape[1:])
     if shape != run.input_shape:
@@ -42,10 +44,14 @@ def load_eval_split(run, split: str | None = None, source: str | None = None):
             f"was trained on {_shape(run.input_shape)}",
             hint="evaluate on data with the same input shape (height x width x channels)",
         )
-    check_classes(run, names, data.y, where)
+    check_classes(run, names, data.y if isinstance(data.y, np.ndarray) else np.zeros(0, np.int32), where)
+    if not streamed:  # a NaN pixel or a negative label would be scored silently (a streamed split is not read here)
+        from cnncli.data.checks import check_split
+
+        check_split(data.x, data.y, run.num_classes, where)
     warnings = []
     trained = run.data.get("value_range")
-    actual = (float(data.x.min()), float(data.x.max())) if data.x.size else None
+    actual = (float(data.x.min()), float(data.x.max())) if data.x.size and not streamed else None
     if source != run.recipe.data.source and trained and actual and _scale_differs(actual, trained):
         warnings.append(
             f"{where}: raw values range over {_range(actual)} but the run trained on {_range(trained)}; "

@@ -44,13 +44,41 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         if not 0 <= process_id < num_processes:
             raise UsageError(f"--process-id {process_id} must be in [0, {num_processes})")
         _cpu_collectives(jax)
+        native_output_to_stderr()
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
         return True
     if any(os.environ.get(name) for name in _CLUSTER_ENV) and os.environ.get("CNNCLI_NO_DISTRIBUTED") is None:
         _cpu_collectives(jax)
+        native_output_to_stderr()
         jax.distributed.initialize()  # reads SLURM / TPU / JobSet variables itself
         return True
     return False
+
+
+def native_output_to_stderr() -> None:
+    """Send what native libraries print to file descriptor 1 to stderr; Python's stdout keeps the real stdout.
+
+    gloo (CPU collectives) prints ``[Gloo] Rank N is connected to M peer ranks`` with C
+    stdio when processes connect, which would land among the JSON lines a script reads.
+    Descriptor 1 becomes a copy of 2, and ``sys.stdout`` is reopened on a saved copy of
+    the original descriptor 1, so cnncli's own results still go to stdout. Once per process.
+    """
+    import sys
+
+    if getattr(sys.stdout, "_cnncli_results", False):
+        return
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # a captured stdout (tests): nothing native writes into it
+        return
+    if fd != 1:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    old = sys.stdout
+    sys.stdout = os.fdopen(saved, "w", buffering=1 if old.line_buffering else -1, encoding=old.encoding, errors=old.errors)
+    sys.stdout._cnncli_results = True  # type: ignore[attr-defined]
 
 
 def _cpu_collectives(jax) -> None:

@@ -1,8 +1,8 @@
 """Process-wide JAX settings cnncli applies before its first compilation.
 
-A persistent XLA compilation cache (``~/.cache/cnncli/xla``, or ``$CNNCLI_CACHE_DIR``;
-``CNNCLI_CACHE_DIR=off`` disables it): the second run of a recipe skips compiling
-its train and eval steps. On this 2-core CPU that saves about 2 s of a 4 s start.
+A persistent XLA compilation cache (``xla/`` in cnncli's cache, `cnncli.config.cache`:
+``~/.cache/cnncli/xla`` or ``$CNNCLI_CACHE_DIR/xla``; ``CNNCLI_CACHE_DIR=off`` disables
+it): the second run of a recipe skips compiling its train and eval steps. On this 2-core CPU that saves about 2 s of a 4 s start.
 
 No XLA_FLAGS are set here: the XLA CPU options cnncli uses are passed per compiled
 program (`cnncli.models.apply.xla_options`, ``jax.jit(..., compiler_options=...)``), which
@@ -23,7 +23,8 @@ leaves glibc's defaults.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+from cnncli.config.cache import cache_path
 
 _done = False
 _malloc_tuned: bool | None = None
@@ -79,13 +80,13 @@ def configure() -> None:
     tune_host_malloc()
     import jax
 
-    cache = os.environ.get("CNNCLI_CACHE_DIR", str(Path.home() / ".cache" / "cnncli" / "xla"))
-    if cache.lower() in ("", "off", "0", "none"):
+    cache = cache_path("xla")
+    if cache is None:
         return
     try:
-        Path(cache).mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # read-only home: run without a cache
-    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)  # cache the small programs too
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

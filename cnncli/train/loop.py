@@ -13,8 +13,10 @@ machine give the same numbers, resumed or not.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,9 +118,28 @@ def _save(run: _Run, state, epoch: int, index: int, metrics: dict) -> None:
         "ema": sess.recipe.train.ema_decay is not None,
         "versions": sess.env["versions"],
         "rng": sess.streams.describe(),  # the random streams are not stored: they derive from the seed
+        "pipeline": _pipeline_position(sess, epoch, index),
     }
     path = sess.checkpoints.save(step, state, meta)
     run.emit(CheckpointSaved(step, path))
+
+
+def _pipeline_position(sess: Session, epoch: int, index: int) -> dict[str, Any]:
+    """Where the data stands: the batches are a function of (seed, epoch, index) and the training-set size."""
+    position = {"kind": sess.pipeline.kind if sess.pipeline else "memory", "epoch": epoch, "index": index,
+                "num_train": int(sess.data.train.x.shape[0])}  # fmt: skip
+    if sess.stream is not None:
+        position["skipped"] = len(sess.stream.bad.indices)
+    return position
+
+
+def _step_args(sess: Session, epoch: int, index: int) -> Iterator[tuple]:
+    """The train step's arguments after the state, for steps ``index ..`` of ``epoch``: in memory or streamed."""
+    if sess.stream is not None:
+        return sess.stream.epoch(epoch, index)
+    feed = sess.feed
+    perm = feed.permutation(epoch)
+    return (feed.args(perm, i) for i in itertools.count(index))
 
 
 def _interrupt(run: _Run) -> None:
@@ -146,15 +167,24 @@ def _run_epoch(run: _Run, loop: LoopState) -> None:
     Stops early after a step when a signal asked to (the caller saves). Mid-epoch
     checkpoints (``loop.saves``) record the position, so a resume takes the same batches.
     """
-    sess, train_step, feed, clock = run.sess, run.program.train_step, run.sess.feed, loop.clock
-    spe, total, batch_size = sess.steps.per_epoch, sess.steps.total, sess.recipe.data.batch_size
-    perm = feed.permutation(loop.epoch)
-    log_every = sess.recipe.train.log_every or max(1, spe // 10)
+    sess, clock = run.sess, loop.clock
     state, index = loop.state, loop.index
     step, images = int(host(state.step)), 0  # images: trained since the clock last stopped
     clock.start()
+    with contextlib.closing(_step_args(sess, loop.epoch, index)) as args:  # closing stops the stream's workers
+        state, index, images = _steps(run, loop, args, state, index, step, images)
+    jax.block_until_ready(state.step)
+    clock.stop(images)
+    loop.state, loop.index = state, index
+
+
+def _steps(run: _Run, loop: LoopState, args: Iterator[tuple], state, index: int, step: int, images: int):
+    """The body of `_run_epoch`: (state, next index, images since the clock last stopped)."""
+    sess, train_step, clock = run.sess, run.program.train_step, loop.clock
+    spe, total, batch_size = sess.steps.per_epoch, sess.steps.total, sess.recipe.data.batch_size
+    log_every = sess.recipe.train.log_every or max(1, spe // 10)
     while index < spe and step < total:
-        state = train_step(state, *feed.args(perm, index))
+        state = train_step(state, *next(args))
         index, step, images = index + 1, step + 1, images + batch_size
         last = index == spe or step == total
         if index % log_every == 0 or last:
@@ -169,9 +199,7 @@ def _run_epoch(run: _Run, loop: LoopState) -> None:
             _save(run, state, loop.epoch, index, {})
             loop.saves.reset()
             clock.start()
-    jax.block_until_ready(state.step)
-    clock.stop(images)
-    loop.state, loop.index = state, index
+    return state, index, images
 
 
 def _train_epoch(run: _Run, loop: LoopState) -> None:
@@ -292,6 +320,8 @@ def _fit(sess: Session, signals: StopSignals, emit, resume_from, allow_recipe_ch
         return _train(sess, start, _Run(sess, program, signals, board.listening(emit), board))
     finally:
         board.close()  # flushes what a crash or a signal left behind (a resume purges it past its checkpoint)
+        if sess.stream is not None:
+            sess.stream.close()  # stops an epoch read ahead that will not train
 
 
 def _train(sess: Session, start: Start, run: _Run) -> dict[str, Any]:
@@ -304,6 +334,8 @@ def _train(sess: Session, start: Start, run: _Run) -> dict[str, Any]:
     sess.checkpoints.wait()
     summary = _summary(sess, start, loop, program.compile_seconds if program else 0.0)
     summary["warnings"] += run.board.warnings
+    if sess.stream is not None and (skipped := sess.stream.bad.warning()):
+        summary["warnings"].append(skipped)
     if is_main_process():
         rundir.write_json(sess.workdir / rundir.SUMMARY, summary)
         rundir.plot_curves(sess.workdir, loop.progress.history)
@@ -329,9 +361,11 @@ def _summary(sess: Session, start: Start, loop: LoopState, compile_seconds: floa
         "stopped_early": loop.stopped_early,
         "num_params": sess.blueprint.parts.num_params,
         "conv_backend": sess.conv_backend,
+        "conv_backend_note": sess.env.get("conv_backend_note"),  # why auto (the default) chose it; None if asked
         "devices": len(sess.devices),
         "processes": jax.process_count(),
         "mesh": sess.placement.describe()["axes"],
+        "data_pipeline": sess.pipeline.to_dict() if sess.pipeline else None,
         "workdir": str(sess.workdir),
         "resumed_from": start.resumed._asdict() if start.resumed else None,
         "warnings": list(sess.warnings + start.warnings),

@@ -64,6 +64,7 @@ class Blueprint:
     tx: optax.GradientTransformation
     config: StepConfig
     augment: Callable | None = None  # on-device augmentation (key, x, y_onehot) -> (x, y_onehot)
+    batched: bool = False  # streamed data: the step takes (state, x, labels, key) instead of gathering its batch
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class Program:
     """The compiled steps of a run and the blueprint they were built from."""
 
     blueprint: Blueprint
-    train_step: Callable  # compiled: (state, x_all, y_all, perm, index, key) -> state; the state is donated
+    train_step: Callable  # compiled: (state, x_all, y_all, perm, index, key) -> state, or (state, x, y, key)
+    # -> state for streamed data (``blueprint.batched``); the state is donated
     eval_step: Callable  # jitted: (params, rest, x, y, mask) -> (loss_sum, correct, count)
     compile_seconds: float  # tracing + lowering + XLA compilation of the train step
 
@@ -99,7 +101,8 @@ def build_program(blueprint: Blueprint, state, args: tuple, *, state_shardings=N
     Args:
         blueprint: the split model, optimizer, step settings and augmentation.
         state: a `cnncli.train.step.TrainState` laid out as the loop will pass it (not consumed).
-        args: ``(x_all, y_all, perm, index, key)`` as the loop will pass them.
+        args: ``(x_all, y_all, perm, index, key)`` as the loop will pass them (``(x, y, key)`` when
+            ``blueprint.batched``; arrays or ``jax.ShapeDtypeStruct``s).
         state_shardings: the state's shardings on a mesh (None on one device): the updated
             state keeps that layout.
         compiler_options: XLA options (``"auto"``: `cnncli.models.apply.xla_options`; None: XLA's defaults).
@@ -107,7 +110,7 @@ def build_program(blueprint: Blueprint, state, args: tuple, *, state_shardings=N
     parts, cfg = blueprint.parts, blueprint.config
     t0 = time.perf_counter()
     step = make_train_step(parts.graphdef, parts.split_filters, blueprint.tx, cfg, blueprint.augment,
-                           state_shardings, compiler_options=compiler_options)  # fmt: skip
+                           state_shardings, compiler_options=compiler_options, batched=blueprint.batched)  # fmt: skip
     compiled = step.lower(state, *args).compile()
     seconds = time.perf_counter() - t0
     # Evaluation keeps XLA's convolutions, as `cnncli eval` does: the same numbers in both.

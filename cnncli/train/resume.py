@@ -78,11 +78,23 @@ def initial_state(sess: Session, *, resume_from: str | int | None = None, allow_
     if newer and distributed.is_main_process():
         notes.append(f"resuming from step {step}: moved the newer checkpoints {newer} to {store.set_aside(newer)}")
     epoch, index = int(meta["epoch"]), int(meta["index"])
+    if note := _data_changed(sess, meta):
+        notes.append(note)
     if distributed.is_main_process():
         rundir.keep_metrics(sess.workdir, step=step, epoch=epoch)
         if allow_recipe_change:
             rundir.write_json(sess.workdir / rundir.RECIPE_JSON, sess.recipe.to_dict())  # what eval rebuilds
     return _placed(sess, state, epoch, index, Resumed(step, epoch, index, float(sess.schedule(step))), notes)
+
+
+def _data_changed(sess: Session, meta: dict) -> str | None:
+    """A warning when the training split changed size since the checkpoint: its order, so its batches, changed too."""
+    saved = (meta.get("pipeline") or {}).get("num_train")
+    now = int(sess.data.train.x.shape[0])
+    if saved is None or int(saved) == now:
+        return None
+    return (f"the training split has {now} examples but had {saved} when step {meta['step']} was saved: the batches "
+            "from here on differ from those of an uninterrupted run")  # fmt: skip
 
 
 def _placed(sess: Session, state, epoch: int, index: int, resumed: Resumed | None, notes: list[str]) -> Start:

@@ -8,6 +8,7 @@ for a save. Leaving the block restores the previous handlers.
 
 from __future__ import annotations
 
+import shlex
 import signal
 from pathlib import Path
 
@@ -60,3 +61,18 @@ class StopSignals:
             exit_code=130 if sigint else 143,  # 128 + the signal number, as shells do
             hint=f"resume with: cnncli train RECIPE --workdir {workdir}",
         )
+
+
+def resume_command(recipe: str | Path, sets: list[str], workdir: str | Path, *, allow_recipe_change: bool = False) -> str:
+    """The ``cnncli train`` command that resumes this run, quoted for a POSIX shell.
+
+    The recipe path as given and every ``--set`` of the interrupted command: the resumed
+    recipe must be the same, or the resume is refused as a recipe change.
+    """
+    args = ["cnncli", "train", str(recipe)]
+    for item in sets:
+        args += ["--set", item]
+    args += ["--workdir", str(workdir)]
+    if allow_recipe_change:
+        args.append("--allow-recipe-change")
+    return shlex.join(args)

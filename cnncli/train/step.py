@@ -88,7 +88,7 @@ def zero_sums() -> dict:
 
 
 def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, state_shardings=None,
-                    *, compiler_options="auto"):  # fmt: skip
+                    *, compiler_options="auto", batched: bool = False):  # fmt: skip
     """Build the jitted train step.
 
     Args:
@@ -100,10 +100,12 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, 
         state_shardings: the state's shardings on a mesh (``distributed.state_shardings``);
             the updated state is laid out the same way.
         compiler_options: XLA options; ``"auto"`` = `xla_options`, None = XLA's defaults.
+        batched: the step takes its batch (streamed data) instead of gathering it.
 
     Returns:
         ``train_step(state, x_all, y_all, perm, index, key) -> state``: one update on
-        the batch ``perm[index * B:(index + 1) * B]`` of the on-device training set.
+        the batch ``perm[index * B:(index + 1) * B]`` of the on-device training set;
+        with ``batched``, ``train_step(state, x, labels, key) -> state`` on that batch.
     """
 
     if compiler_options == "auto":
@@ -117,6 +119,15 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, 
 
     def train_step(state: TrainState, x_all, y_all, perm, index, key):
         x, labels = gather_batch(x_all, y_all, perm, index, cfg)
+        return update(state, x, labels, key)
+
+    def batch_step(state: TrainState, x, labels, key):
+        if cfg.batch_sharding is not None:
+            x = jax.lax.with_sharding_constraint(x, cfg.batch_sharding)
+            labels = jax.lax.with_sharding_constraint(labels, cfg.batch_sharding)
+        return update(state, x, labels, key)
+
+    def update(state: TrainState, x, labels, key):
         x = preprocess(x, cfg)
         targets = jax.nn.one_hot(labels, cfg.num_classes)
         if augment is not None:
@@ -146,10 +157,11 @@ def make_train_step(graphdef, split_filters, tx, cfg: StepConfig, augment=None, 
             bad_value=jnp.where(first_bad, loss, state.bad_value),
         )  # fmt: skip
 
+    step = batch_step if batched else train_step
     if state_shardings is not None:  # explicit: the state keeps its layout step after step
-        return jax.jit(train_step, donate_argnums=(0,), out_shardings=state_shardings,
+        return jax.jit(step, donate_argnums=(0,), out_shardings=state_shardings,
                        compiler_options=compiler_options)  # fmt: skip
-    return jax.jit(train_step, donate_argnums=(0,), compiler_options=compiler_options)
+    return jax.jit(step, donate_argnums=(0,), compiler_options=compiler_options)
 
 
 def make_eval_step(graphdef, cfg: StepConfig):

@@ -210,6 +210,7 @@ def _blame(line: str, axes: list[Axis], point: Point, source: str) -> str:
                 or axis.key in line:  # fmt: skip
             text = next(o for o in point.overrides if o.startswith(axis.key + "="))
             line = re.sub(rf"^{re.escape(source)}(:\d+)?: ", "", line)
+            line = re.sub(rf"^--set {re.escape(text)}: ", "", line)  # the --sweep flag says it already
             return f"{axis.flag}: {text.partition('=')[2]}: {line}"
     return f"--sweep point {point.name}: {line}"
 
