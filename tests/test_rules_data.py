@@ -8,6 +8,8 @@ the split and the first offending example.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from helpers import cli, json_lines, write_recipe
@@ -39,8 +41,8 @@ def _npz(path, *, n=32, classes=4, test_labels=None, **overrides):
     return path
 
 
-def _train(tmp_path, capsys, *extra):
-    recipe = write_recipe(tmp_path, NPZ_RECIPE)
+def _train(tmp_path, capsys, *extra, pipeline: str = "auto"):
+    recipe = write_recipe(tmp_path, NPZ_RECIPE.replace("[data]\n", f'[data]\npipeline = "{pipeline}"\n'))
     code, out, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "run"), *extra], capsys)
     assert "Traceback" not in err
     return code, out, err
@@ -146,7 +148,8 @@ def test_an_npz_class_count_comes_from_both_splits(tmp_path):
         ("dir", "is a directory, not an npz file"),
     ],
 )
-def test_a_file_that_is_not_an_npz_says_so(tmp_path, capsys, content, expected):
+@pytest.mark.parametrize("pipeline", ["memory", "stream"])
+def test_a_file_that_is_not_an_npz_says_so(tmp_path, capsys, content, expected, pipeline):
     path = tmp_path / "d.npz"
     if content is None:
         with open(path, "wb") as f:
@@ -155,10 +158,17 @@ def test_a_file_that_is_not_an_npz_says_so(tmp_path, capsys, content, expected):
         path.mkdir()
     else:
         path.write_bytes(content)
-    code, _, err = _train(tmp_path, capsys)
-    assert code == 1 and expected in err
+    code, _, err = _train(tmp_path, capsys, pipeline=pipeline)
+    assert code == 1 and expected in err and "BadZipFile" not in err
     assert "allow_pickle" not in err and "pickle" not in err.lower().replace("never unpickled", "")
     _nothing_written(tmp_path)
+    if pipeline == "stream":  # and the streamed split opened directly
+        from cnncli.config.recipe import DataConfig
+        from cnncli.data.stream import open_streamed
+        from cnncli.errors import DataError
+
+        with pytest.raises(DataError, match=re.escape(expected)):
+            open_streamed(DataConfig(source=f"npz:{path}", pipeline="stream"), "train")
 
 
 def test_an_npz_holding_python_objects_is_refused_without_numpys_message(tmp_path, capsys):

@@ -91,35 +91,6 @@ def test_a_compressed_npz_cannot_stream_and_says_how_to_make_one_that_does(tmp_p
     assert "np.savez('OUT.npz', **d)" in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        (b"x_train,y_train\n1,2\n", "is not an npz file"),
-        (None, "is not an npz file (a single .npy array)"),
-        ("dir", "is a directory, not an npz file"),
-    ],
-)
-def test_a_file_that_is_not_an_npz_says_so_when_streamed_too(tmp_path, capsys, content, expected):
-    from helpers import cli, write_recipe
-    from test_rules_data import NPZ_RECIPE
-
-    path = tmp_path / "d.npz"
-    if content is None:
-        with open(path, "wb") as f:
-            np.save(f, np.zeros(3))
-    elif content == "dir":
-        path.mkdir()
-    else:
-        path.write_bytes(content)
-    recipe = write_recipe(tmp_path, NPZ_RECIPE.replace("[data]\n", '[data]\npipeline = "stream"\n'))
-    code, _, err = cli(["train", str(recipe), "--workdir", str(tmp_path / "run")], capsys)
-    assert code == 1 and expected in err and "Traceback" not in err
-    assert "pickle" not in err.lower() and "BadZipFile" not in err
-    assert not (tmp_path / "run").exists()
-    with pytest.raises(DataError, match=expected.replace("(", r"\(").replace(")", r"\)")):
-        open_streamed(DataConfig(source=f"npz:{path}", pipeline="stream"), "train")
-
-
 def test_a_missing_absolute_npz_streamed_gets_no_relative_path_hint(tmp_path):
     with pytest.raises(DataError) as info:
         open_streamed(DataConfig(source=f"npz:{tmp_path / 'missing.npz'}", pipeline="stream"), "train")

@@ -249,13 +249,9 @@ def _open_folder(path: str, split: str, cfg) -> tuple[StreamSplit, list[str], tu
 
 def _open_tfds(name: str, split: str, cfg) -> tuple[StreamSplit, list[str], tuple[float, float]]:
     from cnncli.data.records import TfdsRecords
-    from cnncli.data.tfds import _target_shape, feature_keys, open_source
+    from cnncli.data.tfds import open_split
 
-    where = f"tfds:{name} [{split}]"
-    source = open_source(name, split, cfg.data_dir)
-    info = source.dataset_info
-    keys = feature_keys(info, cfg, where)
-    shape = _target_shape(info.features[keys[0]], cfg, where)
+    source, info, keys, shape, where = open_split(name, split, cfg)
     label = info.features[keys[1]]
     names = list(getattr(label, "names", None) or [])
     if not names:

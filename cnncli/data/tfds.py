@@ -175,14 +175,22 @@ def _read(source, keys: tuple[str, str], shape: tuple[int, int, int], where: str
     return x, y
 
 
-@_quiet
-def load_tfds_split(name: str, split: str, cfg) -> tuple[Split, list[str], tuple[float, float]]:
-    """Read one split (``train``, ``test[:50%]``, ...) of a prepared TFDS dataset into memory."""
+def open_split(name: str, split: str, cfg):
+    """A prepared TFDS split opened for reading: ``(source, info, (image key, label key), shape, where)``.
+
+    Shared by the in-memory loader and the streamed one (`cnncli.data.stream`); nothing is decoded.
+    """
     where = f"tfds:{name} [{split}]"
     source = open_source(name, split, cfg.data_dir)
     info = source.dataset_info
     keys = feature_keys(info, cfg, where)
-    shape = _target_shape(info.features[keys[0]], cfg, where)
+    return source, info, keys, _target_shape(info.features[keys[0]], cfg, where), where
+
+
+@_quiet
+def load_tfds_split(name: str, split: str, cfg) -> tuple[Split, list[str], tuple[float, float]]:
+    """Read one split (``train``, ``test[:50%]``, ...) of a prepared TFDS dataset into memory."""
+    source, info, keys, shape, where = open_split(name, split, cfg)
     check_budget(where, len(source), shape, cfg.memory_budget_mb)
     x, y = _read(source, keys, shape, where)
     label = info.features[keys[1]]
