@@ -302,7 +302,9 @@ def test_two_quick_sigints_never_print_a_traceback(trained_run, tmp_path, delay)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert "Traceback" not in err and "Exception ignored" not in err, err
-    assert proc.returncode in (0, 130)  # 0: it had finished already
+    # 0: it had finished already; -SIGINT: the signals landed while the interpreter was shutting down,
+    # after Python restored the default handler, so the signal itself ended it (a shell shows 130 too)
+    assert proc.returncode in (0, 130, -signal.SIGINT)
 
 
 # --- rule 9: the suite's cache is its own ----------------------------------------------------------
