@@ -72,3 +72,12 @@ def cli(argv: list[str], capsys) -> tuple[int, str, str]:
 def json_lines(out: str) -> list[dict]:
     """Each line of ``out`` parsed as one JSON object."""
     return [json.loads(line) for line in out.splitlines()]
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now: the coordinator of a two-process test."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-from helpers import TINY_RECIPE, write_recipe
+from helpers import TINY_RECIPE, free_port, write_recipe
 
 TIMEOUT = 240  # seconds per subprocess: import + compile + a few steps on 2 loaded cores
 
@@ -138,12 +137,6 @@ def test_a_batch_that_does_not_split_names_the_nearest_sizes(tmp_path):
     assert "error: --set data.batch_size=62: data.batch_size = 62 does not split over 4 devices" in proc.stderr
     assert "use a multiple of 4: 60, 64" in proc.stderr
     assert not (tmp_path / "w").exists()  # refused before the run directory is written
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

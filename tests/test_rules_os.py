@@ -21,7 +21,7 @@ import types
 from pathlib import Path
 
 import pytest
-from helpers import STEPS3, TINY_RECIPE, cli, write_recipe
+from helpers import STEPS3, TINY_RECIPE, cli, free_port, write_recipe
 
 PY = [sys.executable, "-m", "cnncli"]
 
@@ -359,14 +359,6 @@ def test_training_writes_nothing_into_home(tmp_path):
 
 
 # --- rule 10: gloo's lines go to stderr ---------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

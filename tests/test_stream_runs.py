@@ -200,7 +200,8 @@ sess.checkpoints.close()
 
 
 def two_processes(args_of, tmp_path) -> list[str]:
-    from test_distributed import env_with, free_port
+    from helpers import free_port
+    from test_distributed import env_with
 
     port = free_port()
     procs = [subprocess.Popen(args_of(i, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
